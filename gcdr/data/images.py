@@ -1,0 +1,52 @@
+"""Reading images: decoded pixels for the models, header-only sizes for the annotation readers.
+
+EXIF orientation is ignored on purpose: GazeFollow / VideoAttentionTarget head boxes were annotated on the
+stored pixel array (VAT and GCDR open images with PIL, which does not rotate), so pixels and sizes must
+come from the stored array too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_CV2_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class ImageReadError(ValueError):
+    """An image file is missing or cannot be decoded; the message names the file."""
+
+
+def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file (JPEG, PNG, ...) into RGB pixels.
+
+    Returns a [H, W, 3] uint8 array; grey and RGBA images are converted to 3 channels.
+    Raises ImageReadError naming ``path`` when the file is missing or cannot be decoded.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageReadError(f"image not found: {path}")
+    bgr = cv2.imread(path, _CV2_FLAGS)  # [H, W, 3] BGR, None when OpenCV cannot decode it
+    if bgr is not None:
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:  # formats OpenCV lacks (GIF, some TIFF variants)
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ImageReadError(f"cannot decode image {path}: {error}") from error
+
+
+def image_size_wh(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) in pixels read from the file header only (no decoding); ImageReadError if unreadable."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageReadError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ImageReadError(f"cannot read image header of {path}: {error}") from error
+    return int(width), int(height)
