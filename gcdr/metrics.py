@@ -1,0 +1,527 @@
+"""Gaze-following metrics: the one evaluation used by every stage and test (METHOD_FACTS §3, §8.4).
+
+Per person, from a predicted heatmap P (64x64; GazeFollow also takes any h x w) and the ground-truth points:
+
+- **argmax point** p = (col / w, row / h) of the first maximum of P in row-major order (no half-pixel offset).
+- **min L2** = min_k |p - g_k|, **avg L2** = |p - mean_k g_k|, in normalised coordinates (x/W, y/H).
+- **AUC**
+  - GazeFollow: at the ORIGINAL image size H x W. Target = one pixel per annotator at
+    (row int(g_y H), col int(g_x W)), clamped to the image; P is resized bilinearly to H x W and ranked
+    against that target exactly as ``sklearn.metrics.roc_auc_score`` would.
+  - VideoAttentionTarget: on the 64x64 grid against the binarised §2.3 Gaussian, i.e. the 19x19 square
+    [max(0, int(64g - 9)), min(int(64g + 10), end)) per axis. L2 on in-frame frames only; in/out AP over
+    all frames with a known flag (label 1 = in frame) with ``sklearn.metrics.average_precision_score``.
+
+Protocols: how P becomes the ranked scores (they differ in ties, borders and rounding only):
+
+- "gcdr" (default). GazeFollow: GCDR's eval loop (``train_gazefollow_semisup.py``): per-sample
+  (P - min) / (max - min + 1e-11) in float32, then ``skimage.transform.resize(P, (H, W))`` with its
+  defaults (order 1, mode "reflect" = ndimage "mirror", anti-aliasing only when down-sampling, clip to the
+  input range); float result. Target pixels from float32 products (g * W.float()).
+  VideoAttentionTarget (GCDR ships no script for it): VAT's square (index 63 can be inside) ranked on the
+  float P, i.e. without VAT's uint8 re-quantisation -- a choice, in GCDR's float style.
+- "vat". GazeFollow: ``scipy.misc.imresize(P, (H, W), interp="bilinear")`` = bytescale to uint8
+  ((P - min) * 255 / (max - min) + 0.5, truncated), then PIL's bilinear resize of the 8-bit image (PIL is
+  what imresize called); many ties. Target pixels from float32 products. VideoAttentionTarget: VAT's square,
+  P bytescaled to uint8 (``imresize`` to the same 64x64 size).
+- "gazelle". GazeFollow: ``torch.nn.functional.interpolate(P, (H, W), mode="bilinear")`` in float32
+  (align_corners False, edge-clamped border), no normalisation; target pixels from float64 products.
+  VideoAttentionTarget: gazelle's square, right/bottom end at 63 (index 63 never inside), raw float P.
+
+Why "gcdr" is the default: the project re-implements GCDR, and this is the protocol behind GCDR's
+semi-supervised evaluation (§8.4), so our numbers compare with GCDR's own.
+
+skimage is not installed, so the "gcdr" resize is rebuilt: float64 ``cv2.resize`` (INTER_LINEAR) uses the
+same half-pixel coordinates as skimage's ``ndimage.zoom(..., grid_mode=True)`` and agrees with it to ~1e-15
+inside the image, but cv2 (like torch) CLAMPS where the source coordinate leaves [0, n - 1] while skimage
+MIRRORS there, so those few outer rows/columns (5 per side for 64 -> 640) are recomputed with the mirror
+rule; the result is rounded to the map's dtype as ndimage does. When a side shrinks (image smaller than the
+map), skimage's own anti-aliased path runs through scipy.ndimage. tests/test_metrics.py checks the result
+against ``scipy.ndimage.zoom`` (skimage's engine) to float64 rounding.
+
+Speed: only the ~10 positive pixels' ranks matter, so the AUC is the Mann-Whitney statistic (fraction of
+(positive, negative) pairs ordered correctly, ties counting 1/2) from counts of pixels strictly below /
+equal to each positive value -- identical to ``roc_auc_score`` without sorting 300k pixels per person.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from sklearn.metrics import average_precision_score
+
+from gcdr.data.sample import IN_FRAME, OUT_OF_FRAME, PersonSample
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("gcdr", "vat", "gazelle")
+DATASETS = ("gazefollow", "videoattentiontarget")
+HEATMAP_SIZE = 64
+# Half-width of the §2.3 Gaussian patch (3 sigma, sigma = 3): the patch spans int(p - 9) .. int(p + 10) - 1.
+_GAUSSIAN_RADIUS = 9
+# GCDR's train_gazefollow_semisup.py normalises predictions with this epsilon before evaluating.
+_GCDR_MIN_MAX_EPS = 1e-11
+# Up to this many distinct positive values the AUC counts by comparison passes; beyond, it sorts.
+_MAX_COMPARISON_PASSES = 16
+
+__all__ = [
+    "DATASETS", "PROTOCOLS", "argmax_point_norm", "auc_from_scores", "evaluate", "evaluate_points",
+    "gazefollow_auc", "gazefollow_target_indices", "l2_distances", "upsample_heatmap",
+    "videoattention_auc", "videoattention_target_64",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# points and distances
+
+
+def argmax_point_norm(heatmap_64: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """(x, y) = (col / w, row / h) of the first maximum (row-major) of a [h, w] map (64x64 in the protocol).
+
+    No half-pixel offset, as in VAT, GCDR and gazelle. NaN entries are an error of the caller (np.argmax
+    would return the first NaN).
+    """
+    heatmap = _to_numpy(heatmap_64)
+    if heatmap.ndim != 2:
+        raise ValueError(f"argmax_point_norm expects a [h, w] map, got shape {heatmap.shape}")
+    height, width = heatmap.shape
+    row, col = divmod(int(np.argmax(heatmap)), width)
+    return col / width, row / height
+
+
+def l2_distances(point_norm: Sequence[float] | np.ndarray, gaze_points_norm: np.ndarray) -> tuple[float, float]:
+    """(min L2, avg L2) of one predicted point to a person's annotator points, in normalised coordinates.
+
+    point_norm: (x, y). gaze_points_norm: [K, 2], K >= 1. avg L2 is the distance to the MEAN annotator point
+    (not the mean of the distances), as in VAT/GCDR/gazelle.
+    """
+    point = np.asarray(point_norm, np.float64).reshape(2)
+    points = np.asarray(gaze_points_norm, np.float64).reshape(-1, 2)  # [K, 2]
+    if len(points) == 0:
+        raise ValueError("l2_distances needs at least one ground-truth point")
+    min_l2 = float(np.sqrt(((points - point) ** 2).sum(axis=1)).min())
+    avg_l2 = float(np.sqrt(((points.mean(axis=0) - point) ** 2).sum()))
+    return min_l2, avg_l2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# AUC
+
+
+def auc_from_scores(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for a binary target; equals ``sklearn.metrics.roc_auc_score(target, scores)``.
+
+    scores:   any shape, finite (any real or integer dtype; ties are handled exactly).
+    positive: a bool mask of the same shape, or flat integer indices of the positive entries (repeats count
+              once, as when a target map sets the same pixel twice).
+    Returns the fraction of (positive, negative) pairs with the positive scored higher, ties counting 1/2.
+    Cost: a few passes over ``scores`` when the positives take few distinct values (GazeFollow: ~10 of
+    ~300k pixels); a sort otherwise.
+    """
+    scores = np.asarray(scores).ravel()
+    positive = np.asarray(positive)
+    if positive.dtype == bool:
+        if positive.size != scores.size:
+            raise ValueError(f"positive mask has {positive.size} entries, scores {scores.size}")
+        positive_index = np.flatnonzero(positive.ravel())
+    else:
+        positive_index = np.unique(positive.ravel().astype(np.int64))
+        if positive_index.size and (positive_index[0] < 0 or positive_index[-1] >= scores.size):
+            raise ValueError(f"positive indices out of range for {scores.size} scores")
+    n_positive = int(positive_index.size)
+    n_negative = scores.size - n_positive
+    if n_positive == 0 or n_negative == 0:
+        raise ValueError("AUC is undefined when the target has only one class "
+                         f"({n_positive} positives, {n_negative} negatives)")
+    if scores.dtype.kind == "f" and not np.isfinite(scores).all():
+        raise ValueError("AUC scores contain NaN or infinity")
+
+    positive_values = np.sort(scores[positive_index])  # [n_pos]
+    distinct_values = np.unique(positive_values)  # [d], sorted
+    below_all, equal_all = _count_below_and_equal(scores, distinct_values)  # [d], [d], over all entries
+    # Remove the positives' own contributions, leaving counts of negatives.
+    below_pos = np.searchsorted(positive_values, distinct_values, side="left")
+    equal_pos = np.searchsorted(positive_values, distinct_values, side="right") - below_pos
+    negatives_below = below_all - below_pos
+    negatives_equal = equal_all - equal_pos
+    # Each distinct value is held by equal_pos positives; integer arithmetic keeps the sum exact.
+    twice_u = int(np.sum(equal_pos * (2 * negatives_below + negatives_equal)))
+    return twice_u / (2.0 * n_positive * n_negative)
+
+
+def _count_below_and_equal(scores: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the sorted ``values``: how many ``scores`` are strictly below it and equal to it."""
+    if len(values) > _MAX_COMPARISON_PASSES or scores.size <= 8192:
+        ordered = np.sort(scores)
+        below = np.searchsorted(ordered, values, side="left")
+        return below, np.searchsorted(ordered, values, side="right") - below
+    # Only entries within [lowest, highest] positive value need per-value counting.
+    lowest, highest = values[0], values[-1]
+    in_range = scores >= lowest
+    n_below_lowest = scores.size - int(np.count_nonzero(in_range))
+    in_range &= scores <= highest
+    middle = np.extract(in_range, scores)  # several times faster than scores[in_range] on scattered masks
+    below = np.array([n_below_lowest + np.count_nonzero(middle < v) for v in values], np.int64)
+    equal = np.array([np.count_nonzero(middle == v) for v in values], np.int64)
+    return below, equal
+
+
+def gazefollow_target_indices(gaze_points_norm: np.ndarray, size_wh: tuple[int, int],
+                              protocol: str = "gcdr") -> np.ndarray:
+    """Flat indices (row * W + col) of the GazeFollow AUC target pixels, one per annotator point.
+
+    Pixel = (row int(g_y * H), col int(g_x * W)), each clamped to [0, H-1] / [0, W-1] (int truncates).
+    VAT and GCDR multiply float32 tensors (g * W.float()); gazelle multiplies Python floats (float64). The
+    two can differ by one pixel when g * W lies within float32 rounding of an integer.
+    """
+    _check_protocol(protocol)
+    width, height = int(size_wh[0]), int(size_wh[1])
+    dtype = np.float64 if protocol == "gazelle" else np.float32
+    points = np.asarray(gaze_points_norm, np.float64).reshape(-1, 2).astype(dtype)  # [K, 2]
+    cols = np.clip((points[:, 0] * dtype(width)).astype(np.int64), 0, width - 1)
+    rows = np.clip((points[:, 1] * dtype(height)).astype(np.int64), 0, height - 1)
+    return np.unique(rows * width + cols)
+
+
+def gazefollow_auc(heatmap: np.ndarray | torch.Tensor, gaze_points_norm: np.ndarray, size_wh: tuple[int, int],
+                   protocol: str = "gcdr") -> float:
+    """AUC of one GazeFollow person at the original image size (W, H), see the module docstring."""
+    width, height = int(size_wh[0]), int(size_wh[1])
+    upsampled = upsample_heatmap(heatmap, (height, width), protocol)  # [H, W]
+    return auc_from_scores(upsampled, gazefollow_target_indices(gaze_points_norm, (width, height), protocol))
+
+
+def videoattention_target_64(gaze_points_norm: np.ndarray, protocol: str = "gcdr") -> np.ndarray:
+    """[64, 64] bool AUC target of VideoAttentionTarget: the binarised §2.3 Gaussian per point (union).
+
+    Rows/cols [max(0, int(64 g - 9)), min(int(64 g + 10), end)), end = 64 for "vat"/"gcdr" (VAT draws the
+    Gaussian, whose support is this square, and thresholds it at > 0) and 63 for "gazelle".
+    """
+    _check_protocol(protocol)
+    end = HEATMAP_SIZE - 1 if protocol == "gazelle" else HEATMAP_SIZE
+    target = np.zeros((HEATMAP_SIZE, HEATMAP_SIZE), bool)
+    for gaze_x, gaze_y in np.asarray(gaze_points_norm, np.float64).reshape(-1, 2):
+        x, y = gaze_x * HEATMAP_SIZE, gaze_y * HEATMAP_SIZE
+        left, top = max(0, int(x - _GAUSSIAN_RADIUS)), max(0, int(y - _GAUSSIAN_RADIUS))
+        right, bottom = min(int(x + _GAUSSIAN_RADIUS + 1), end), min(int(y + _GAUSSIAN_RADIUS + 1), end)
+        target[top:bottom, left:right] = True
+    return target
+
+
+def videoattention_auc(heatmap_64: np.ndarray | torch.Tensor, gaze_points_norm: np.ndarray,
+                       protocol: str = "gcdr") -> float:
+    """AUC of one VideoAttentionTarget frame on the 64x64 grid, see the module docstring."""
+    heatmap = _to_numpy(heatmap_64)
+    if heatmap.shape != (HEATMAP_SIZE, HEATMAP_SIZE):
+        raise ValueError(f"VideoAttentionTarget AUC needs a 64x64 heatmap, got {heatmap.shape}")
+    scores = _bytescale(heatmap) if protocol == "vat" else heatmap
+    return auc_from_scores(scores, videoattention_target_64(gaze_points_norm, protocol))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# upsampling per protocol
+
+
+def upsample_heatmap(heatmap: np.ndarray | torch.Tensor, size_hw: tuple[int, int],
+                     protocol: str = "gcdr") -> np.ndarray:
+    """Bilinear resize of a [h, w] map to [H, W] exactly as the protocol's evaluation code does.
+
+    "gcdr":    GCDR's min-max (a constant map becomes zeros), then skimage ``resize(order=1)``: half-pixel
+               centres, mirror border, clipped to the input range; float32 (float64 input stays float64).
+    "vat":     scipy ``imresize``: bytescale to uint8, PIL bilinear; uint8.
+    "gazelle": ``torch.nn.functional.interpolate(mode="bilinear")`` in float32 on CPU, no normalisation.
+    """
+    _check_protocol(protocol)
+    out_height, out_width = int(size_hw[0]), int(size_hw[1])
+    if out_height < 1 or out_width < 1:
+        raise ValueError(f"output size must be positive, got {size_hw}")
+    heatmap = _to_numpy(heatmap)
+    if heatmap.ndim != 2:
+        raise ValueError(f"upsample_heatmap expects a [h, w] map, got shape {heatmap.shape}")
+    if protocol == "vat":
+        image = Image.fromarray(_bytescale(heatmap))  # mode "L"
+        return np.asarray(image.resize((out_width, out_height), Image.BILINEAR))  # [H, W] uint8
+    if protocol == "gazelle":
+        tensor = torch.from_numpy(np.ascontiguousarray(heatmap, np.float32))[None, None]  # [1, 1, h, w]
+        resized = torch.nn.functional.interpolate(tensor, size=(out_height, out_width), mode="bilinear",
+                                                  align_corners=False)
+        return resized[0, 0].numpy()  # [H, W] float32
+    return _skimage_resize_linear(_min_max(heatmap), (out_height, out_width))
+
+
+def _min_max(heatmap: np.ndarray) -> np.ndarray:
+    """GCDR's per-sample (P - min) / (max - min + 1e-11) (torch, float32 in its eval loop), in the map's
+    float dtype (float16 -> float32); a constant map becomes zeros."""
+    dtype = np.float64 if heatmap.dtype == np.float64 else np.float32
+    heatmap = heatmap.astype(dtype, copy=False)
+    low, high = heatmap.min(), heatmap.max()
+    return (heatmap - low) / (high - low + dtype(_GCDR_MIN_MAX_EPS))
+
+
+def _skimage_resize_linear(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """``skimage.transform.resize(image, size_hw, order=1)`` (defaults: mode "reflect", anti_aliasing when
+    down-sampling, clip=True) for a float32/float64 [h, w] image; same dtype out."""
+    in_height, in_width = image.shape
+    out_height, out_width = size_hw
+    if out_height < in_height or out_width < in_width:  # rare: skimage's anti-aliased path, run by scipy
+        factors = np.array([in_height / out_height, in_width / out_width])
+        filtered = ndimage.gaussian_filter(image, np.maximum(0, (factors - 1) / 2), mode="mirror")
+        out = ndimage.zoom(filtered, 1 / factors, order=1, mode="mirror", grid_mode=True)
+        np.clip(out, image.min(), image.max(), out=out)  # skimage's clip=True
+        return out
+    # cv2's float64 bilinear = ndimage.zoom(grid_mode=True) except where the source coordinate leaves
+    # [0, n - 1]: cv2 clamps, skimage mirrors. Only those outer rows/columns are recomputed.
+    source = image.astype(np.float64)
+    out = cv2.resize(source, (out_width, out_height), interpolation=cv2.INTER_LINEAR)  # [H, W] float64
+    row_low, row_high, row_frac = _mirror_linear_taps(in_height, out_height)  # [H] x 3
+    col_low, col_high, col_frac = _mirror_linear_taps(in_width, out_width)  # [W] x 3
+    border_rows = _outside_indices(in_height, out_height)
+    if border_rows.size:
+        rows = _lerp(source[row_low[border_rows]], source[row_high[border_rows]],
+                     row_frac[border_rows, None])  # [r, w]
+        out[border_rows] = _lerp(rows[:, col_low], rows[:, col_high], col_frac)  # [r, W]
+    border_cols = _outside_indices(in_width, out_width)
+    if border_cols.size:
+        cols = _lerp(source[:, col_low[border_cols]], source[:, col_high[border_cols]],
+                     col_frac[border_cols])  # [h, c]
+        out[:, border_cols] = _lerp(cols[row_low], cols[row_high], row_frac[:, None])  # [H, c]
+    if image.dtype == np.float64:
+        np.clip(out, image.min(), image.max(), out=out)  # skimage's clip=True
+        return out
+    # float32: ndimage computes in float64 and rounds to float32, as here. skimage's clip is then a no-op:
+    # bilinear weights are non-negative, so a value can pass the range by float64 rounding only, which the
+    # rounding to float32 (whose grid holds the range ends) undoes.
+    return out.astype(np.float32)
+
+
+def _lerp(low: np.ndarray, high: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    return low * (1.0 - frac) + high * frac
+
+
+@functools.lru_cache(maxsize=256)
+def _source_coordinates(n_in: int, n_out: int) -> np.ndarray:
+    """Half-pixel-centre source coordinate of each output index: (i + 0.5) * n_in / n_out - 0.5."""
+    return _read_only((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5)
+
+
+@functools.lru_cache(maxsize=256)
+def _outside_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Output indices whose source coordinate lies outside [0, n_in - 1] (where mirror != clamp)."""
+    if n_in < 2:
+        return _read_only(np.zeros(0, np.int64))  # a single source row is constant either way
+    source = _source_coordinates(n_in, n_out)
+    return _read_only(np.flatnonzero((source < 0) | (source > n_in - 1)))
+
+
+@functools.lru_cache(maxsize=256)
+def _mirror_linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index: lower and upper source index and the upper one's weight, mirroring the source
+    coordinate about the edge pixel centres (ndimage "mirror")."""
+    if n_in < 2:
+        zeros = _read_only(np.zeros(n_out, np.int64))
+        return zeros, zeros, _read_only(np.zeros(n_out))
+    source = _source_coordinates(n_in, n_out)
+    source = np.where(source < 0, -source, source)
+    source = np.where(source > n_in - 1, 2 * (n_in - 1) - source, source)
+    low = np.clip(np.floor(source).astype(np.int64), 0, n_in - 2)
+    return _read_only(low), _read_only(low + 1), _read_only(source - low)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Cached arrays are shared between calls: make accidental in-place edits fail loudly."""
+    array.flags.writeable = False
+    return array
+
+
+def _bytescale(heatmap: np.ndarray) -> np.ndarray:
+    """scipy's ``bytescale`` (inside ``imresize``): (P - min) * (255 / (max - min)), clipped to [0, 255],
+    + 0.5, truncated to uint8; a constant map scales by 255 / 1. The scale is divided in float64 and
+    multiplied in the map's dtype, as NumPy 1.x did for a float32 map (float16 -> float32 here)."""
+    dtype = np.float64 if heatmap.dtype == np.float64 else np.float32
+    heatmap = heatmap.astype(dtype, copy=False)
+    low, high = heatmap.min(), heatmap.max()
+    scale = dtype(255.0 / (float(high - low) or 1.0))
+    return (np.clip((heatmap - low) * scale, 0, 255) + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# datasets
+
+
+def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samples: Sequence[PersonSample], *,
+             inout_scores: np.ndarray | torch.Tensor | Sequence[float] | None = None,
+             dataset: str = "gazefollow", protocol: str = "gcdr",
+             image_sizes_wh: Sequence[tuple[int, int] | None] | None = None,
+             per_sample: bool = False) -> dict[str, Any]:
+    """Average metrics of predicted heatmaps over persons (GazeFollow) or frames (VideoAttentionTarget).
+
+    heatmaps_64:    [N, 64, 64] (or [N, 1, 64, 64]) array/tensor, raw model output (no normalisation needed);
+                    GazeFollow also accepts any [N, h, w] or a list of [h_i, w_i] maps (e.g. raw Grad-CAMs).
+    samples:        the N persons, in the same order. Persons without an in-frame gaze (``has_gaze`` false,
+                    or no point with non-negative coordinates) are left out of AUC/L2 and counted.
+    inout_scores:   [N] in/out scores (logits or probabilities, higher = in frame) -> "ap" over the samples
+                    whose in/out flag is known (1 or 0).
+    dataset:        "gazefollow" (AUC at the original image size) | "videoattentiontarget" (AUC on 64x64).
+    protocol:       "gcdr" (default) | "vat" | "gazelle", see the module docstring.
+    image_sizes_wh: optional [N] (W, H) overriding ``sample.image_size_wh`` (GazeFollow AUC needs one).
+    per_sample:     also return "per_sample": a list of {sample_id, auc, min_l2, avg_l2} (NaN when skipped).
+
+    Returns {"auc", "min_l2", "avg_l2", "n" (persons scored), "n_skipped", "n_total"}; for
+    videoattentiontarget also "l2" (= avg_l2; one point per frame), "n_in" (= n, in-frame frames scored),
+    and "ap" with "n_ap" (NaN / 0 without in/out scores). Means are NaN when nothing was scored.
+    """
+    _check_protocol(protocol)
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    heatmaps = _heatmap_list(heatmaps_64)
+    if len(heatmaps) != len(samples):
+        raise ValueError(f"{len(heatmaps)} heatmaps for {len(samples)} samples")
+    if image_sizes_wh is not None and len(image_sizes_wh) != len(samples):
+        raise ValueError(f"{len(image_sizes_wh)} image sizes for {len(samples)} samples")
+
+    rows = []
+    for index, (heatmap, sample) in enumerate(zip(heatmaps, samples)):
+        gaze_points = _valid_gaze_points(sample)  # [K, 2]
+        if len(gaze_points) == 0:
+            rows.append((sample.sample_id, np.nan, np.nan, np.nan))
+            continue
+        if heatmap.ndim != 2 or not np.isfinite(heatmap).all():
+            raise ValueError(f"sample {sample.sample_id} ({sample.source}): heatmap of shape {heatmap.shape} "
+                             "must be 2-D and finite")
+        min_l2, avg_l2 = l2_distances(argmax_point_norm(heatmap), gaze_points)
+        if dataset == "gazefollow":
+            size_wh = _image_size_wh(sample, None if image_sizes_wh is None else image_sizes_wh[index])
+            auc = gazefollow_auc(heatmap, gaze_points, size_wh, protocol)
+        else:
+            auc = _videoattention_auc_of(sample, heatmap, gaze_points, protocol)
+        rows.append((sample.sample_id, auc, min_l2, avg_l2))
+
+    scored = [row for row in rows if not np.isnan(row[1])]
+    n_skipped = len(rows) - len(scored)
+    if n_skipped:
+        log.info("evaluate: %d of %d samples have no in-frame gaze and are left out of AUC/L2",
+                 n_skipped, len(rows))
+    result: dict[str, Any] = {
+        "auc": _mean([row[1] for row in scored]),
+        "min_l2": _mean([row[2] for row in scored]),
+        "avg_l2": _mean([row[3] for row in scored]),
+        "n": len(scored), "n_skipped": n_skipped, "n_total": len(rows),
+    }
+    if dataset == "videoattentiontarget":
+        result["l2"] = result["avg_l2"]
+        result["n_in"] = len(scored)
+        result["ap"], result["n_ap"] = float("nan"), 0
+    if inout_scores is not None:
+        result["ap"], result["n_ap"] = _inout_average_precision(inout_scores, samples)
+    if per_sample:
+        result["per_sample"] = [dict(zip(("sample_id", "auc", "min_l2", "avg_l2"), row)) for row in rows]
+    return result
+
+
+def evaluate_points(points_norm: np.ndarray | torch.Tensor, samples: Sequence[PersonSample]) -> dict[str, Any]:
+    """Min / avg L2 of point predictions (e.g. a Grad-CAM argmax), [N, 2] normalised (x, y), one per sample.
+
+    Persons without an in-frame gaze are skipped and counted as in ``evaluate``; a non-finite point of a
+    scored person is an error naming the sample. Returns {"min_l2", "avg_l2", "n", "n_skipped", "n_total"}.
+    """
+    points = _to_numpy(points_norm).astype(np.float64).reshape(-1, 2)  # [N, 2]
+    if len(points) != len(samples):
+        raise ValueError(f"{len(points)} points for {len(samples)} samples")
+    min_l2s, avg_l2s = [], []
+    for point, sample in zip(points, samples):
+        gaze_points = _valid_gaze_points(sample)
+        if len(gaze_points) == 0:
+            continue
+        if not np.isfinite(point).all():
+            raise ValueError(f"sample {sample.sample_id} ({sample.source}): predicted point {point} is not finite")
+        min_l2, avg_l2 = l2_distances(point, gaze_points)
+        min_l2s.append(min_l2)
+        avg_l2s.append(avg_l2)
+    return {"min_l2": _mean(min_l2s), "avg_l2": _mean(avg_l2s), "n": len(min_l2s),
+            "n_skipped": len(samples) - len(min_l2s), "n_total": len(samples)}
+
+
+def _videoattention_auc_of(sample: PersonSample, heatmap: np.ndarray, gaze_points: np.ndarray,
+                           protocol: str) -> float:
+    if heatmap.shape != (HEATMAP_SIZE, HEATMAP_SIZE):
+        raise ValueError(f"sample {sample.sample_id} ({sample.source}): VideoAttentionTarget AUC needs a "
+                         f"64x64 heatmap, got {heatmap.shape}")
+    if not videoattention_target_64(gaze_points, protocol).any():
+        raise ValueError(f"sample {sample.sample_id} ({sample.source}): gaze {gaze_points.tolist()} puts no "
+                         "target pixel on the 64x64 grid")
+    return videoattention_auc(heatmap, gaze_points, protocol)
+
+
+def _inout_average_precision(inout_scores: np.ndarray | torch.Tensor | Sequence[float],
+                             samples: Sequence[PersonSample]) -> tuple[float, int]:
+    """sklearn average precision of in/out scores (label 1 = in frame) over samples with a known flag."""
+    scores = _to_numpy(inout_scores).astype(np.float64).ravel()  # [N]
+    if len(scores) != len(samples):
+        raise ValueError(f"{len(scores)} in/out scores for {len(samples)} samples")
+    known = np.array([s.inout in (IN_FRAME, OUT_OF_FRAME) for s in samples], bool)
+    labels = np.array([s.inout == IN_FRAME for s in samples], np.int64)[known]
+    scores = scores[known]
+    if not np.isfinite(scores).all():
+        bad = [s.sample_id for s, ok in zip(np.array(samples, object)[known], np.isfinite(scores)) if not ok]
+        raise ValueError(f"in/out scores are not finite for samples {bad[:5]}")
+    if labels.size == 0 or labels.min() == labels.max():
+        log.warning("in/out AP undefined: %d samples with a known flag, all of one class", labels.size)
+        return float("nan"), int(labels.size)
+    return float(average_precision_score(labels, scores)), int(labels.size)
+
+
+def _valid_gaze_points(sample: PersonSample) -> np.ndarray:
+    """The in-frame person's annotator points with non-negative coordinates, [K, 2] float64 (K may be 0)."""
+    if sample.inout != IN_FRAME:
+        return np.zeros((0, 2))
+    points = np.asarray(sample.gaze_points_norm, np.float64).reshape(-1, 2)
+    return points[np.isfinite(points).all(axis=1) & (points >= 0).all(axis=1)]
+
+
+def _image_size_wh(sample: PersonSample, override: tuple[int, int] | None) -> tuple[int, int]:
+    size = override if override is not None else sample.image_size_wh
+    if size is None:
+        raise ValueError(f"sample {sample.sample_id} ({sample.source}): image size unknown; GazeFollow AUC is "
+                         "computed at the original image size: set PersonSample.image_size_wh or pass "
+                         "image_sizes_wh to evaluate")
+    width, height = int(size[0]), int(size[1])
+    if width < 1 or height < 1:
+        raise ValueError(f"sample {sample.sample_id} ({sample.source}): invalid image size {size}")
+    return width, height
+
+
+def _heatmap_list(heatmaps: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(heatmaps, (np.ndarray, torch.Tensor)):
+        array = _to_numpy(heatmaps)
+        if array.ndim == 4 and array.shape[1] == 1:
+            array = array[:, 0]  # [N, 1, h, w] -> [N, h, w]
+        if array.ndim != 3:
+            raise ValueError(f"heatmaps must be [N, h, w] or [N, 1, h, w], got shape {array.shape}")
+        return list(array)
+    return [_to_numpy(heatmap) for heatmap in heatmaps]
+
+
+def _to_numpy(array: np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+        if array.dtype == torch.bfloat16:
+            array = array.float()
+        return array.numpy()
+    return np.asarray(array)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
