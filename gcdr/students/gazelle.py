@@ -1,0 +1,240 @@
+"""Gaze-LLE (Ryan et al., CVPR 2025): a frozen DINOv2 and a small gaze decoder, key-compatible with the
+official decoder checkpoints (METHOD_FACTS 5).
+
+    image [B, 3, 448, 448] -> frozen DINOv2 patch tokens [B, D, 32, 32]
+      -> linear 1x1 (D -> 256) + fixed 2-D sinusoidal pos_embed
+      -> repeated per person; head_token added on the person's head-box cells (32x32 mask)
+      -> (in/out token) + 3 timm Blocks (256, 8 heads)
+      -> ConvTranspose k2 s2 (32 -> 64) -> Conv 1x1 -> sigmoid  => heatmap [P, 64, 64] in [0, 1]
+      -> in/out token -> MLP -> sigmoid                        => in/out probability [P]
+
+The backbone is a transformers ``Dinov2Model`` (hub id such as ``facebook/dinov2-base`` or a local
+directory); patch tokens are taken after the final layernorm without CLS / register tokens, as
+``x_norm_patchtokens`` of the torch.hub model. (transformers interpolates the position embeddings of a
+518-px model to 448 px with bicubic ``size=`` interpolation, the hub model with a scale factor; the
+features differ slightly, so official decoder weights run on near-identical but not bit-identical
+features.) Checkpoints hold everything except ``backbone.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from gcdr.students.vat import LoadReport
+
+log = logging.getLogger(__name__)
+
+HEATMAP_SIZE = 64
+GAZELLE_INPUT_SIZE = 448
+BoxNorm = Sequence[float] | None  # (xmin, ymin, xmax, ymax) divided by image width / height; None = no head
+
+
+class Dinov2Backbone(nn.Module):
+    """A frozen transformers DINOv2 returning its normalised patch tokens as a feature map.
+
+    forward(images [B, 3, H, W] ImageNet-normalised) -> [B, D, H / p, W / p] (p = patch size, 14).
+    Always in eval mode and without gradients; ``hidden_size`` = D, ``patch_size`` = p.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.hidden_size = int(model.config.hidden_size)
+        self.patch_size = int(model.config.patch_size)
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path) -> Dinov2Backbone:
+        """Load a hub id (``facebook/dinov2-base``, ``-large``, ``-with-registers-*``) or a local directory."""
+        from transformers import AutoModel
+
+        return cls(AutoModel.from_pretrained(str(name_or_path)))
+
+    def train(self, mode: bool = True) -> Dinov2Backbone:  # frozen: dropout / drop path stay off
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows, cols = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        tokens = self.model(pixel_values=images).last_hidden_state  # [B, 1 (+ registers) + rows*cols, D]
+        patches = tokens[:, -rows * cols:]  # drop CLS / register tokens, which come first
+        return patches.transpose(1, 2).reshape(images.shape[0], self.hidden_size, rows, cols)  # [B, D, r, c]
+
+
+def sinusoidal_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
+    """Fixed 2-D sine/cosine embedding [dim, rows, cols] (METHOD_FACTS 5.1 step 3).
+
+    First half of the channels encodes the column x, second half the row y; within a half, channel
+    2i = sin(pos * w_i), 2i+1 = cos(pos * w_i) with w_i = 10000^(-2i / (dim / 2)).
+    """
+    half = dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(0, half, 2, dtype=torch.float64) / half)  # [half / 2]
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:  # [n] -> [half, n]
+        angles = omega[:, None] * positions[None, :].double()  # [half / 2, n]
+        return torch.stack([angles.sin(), angles.cos()], dim=1).reshape(half, -1)  # interleave sin, cos
+
+    x_code = encode(torch.arange(cols))[:, None, :].expand(half, rows, cols)  # constant along rows
+    y_code = encode(torch.arange(rows))[:, :, None].expand(half, rows, cols)  # constant along columns
+    return torch.cat([x_code, y_code], dim=0).float()  # [dim, rows, cols]
+
+
+def head_box_mask(box_norm: BoxNorm, rows: int, cols: int) -> torch.Tensor:
+    """The head map on the token grid [rows, cols]: ones on cells [round(ymin*rows):round(ymax*rows),
+    round(xmin*cols):round(xmax*cols)] (Python round, half to even, end exclusive); zeros for None."""
+    mask = torch.zeros(rows, cols)
+    if box_norm is None:
+        return mask
+    xmin, ymin, xmax, ymax = (float(v) for v in box_norm)
+    mask[round(ymin * rows):round(ymax * rows), round(xmin * cols):round(xmax * cols)] = 1.0
+    return mask
+
+
+class GazeLLE(nn.Module):
+    """Gaze-LLE with a frozen ``backbone`` (any module with ``hidden_size``, ``patch_size`` and
+    forward(images) -> [B, D, g, g]); parameter names as the official ``GazeLLE``.
+
+    forward(images [B, 3, S, S], head_boxes_norm: per image a list of normalised xyxy boxes)
+        -> {"heatmap": list over images of [N_b, 64, 64] in [0, 1], "inout": list of [N_b] or None}.
+    For training on one person per row use :meth:`decode` on backbone features directly.
+    """
+
+    def __init__(self, backbone: nn.Module, inout: bool = False, input_size: int = GAZELLE_INPUT_SIZE,
+                 dim: int = 256, num_layers: int = 3, num_heads: int = 8, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.input_size = input_size
+        self.grid = input_size // backbone.patch_size  # 32 at 448 px with 14-px patches
+        self.dim = dim
+        self.has_inout = inout
+        self.linear = nn.Conv2d(backbone.hidden_size, dim, kernel_size=1)
+        self.register_buffer("pos_embed", sinusoidal_pos_embed_2d(dim, self.grid, self.grid))  # persistent
+        self.head_token = nn.Embedding(1, dim)
+        if inout:
+            self.inout_token = nn.Embedding(1, dim)
+        self.transformer = nn.Sequential(*[
+            Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path)  # qkv_bias False
+            for _ in range(num_layers)])
+        self.heatmap_head = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2),
+            nn.Conv2d(dim, 1, kernel_size=1, bias=False),
+            nn.Sigmoid(),
+        )
+        if inout:
+            self.inout_head = nn.Sequential(
+                nn.Linear(dim, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 1), nn.Sigmoid())
+
+    # -- pieces ------------------------------------------------------------------------------------------
+
+    def head_maps(self, head_boxes_norm: Sequence[BoxNorm]) -> torch.Tensor:
+        """[P, g, g] head masks for P boxes, on the model's device."""
+        maps = [head_box_mask(box, self.grid, self.grid) for box in head_boxes_norm]
+        return torch.stack(maps).to(self.pos_embed.device) if maps else self.pos_embed.new_zeros(0, self.grid,
+                                                                                                  self.grid)
+
+    def decode(self, features: torch.Tensor, head_maps: torch.Tensor,
+               return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The trainable part, one row per person.
+
+        features: [P, D, g, g] backbone features (one row per person); head_maps: [P, g, g] 0/1.
+        Returns (heatmap [P, 64, 64] in [0, 1], in/out probability [P] or None); with ``return_logits``
+        both before their sigmoid (for BCE-with-logits losses).
+        """
+        x = self.linear(features) + self.pos_embed  # [P, 256, g, g]
+        x = x + head_maps[:, None].to(x.dtype) * self.head_token.weight.view(1, -1, 1, 1)
+        tokens = x.flatten(2).transpose(1, 2)  # [P, g*g, 256], row-major
+        if self.has_inout:
+            inout_token = self.inout_token.weight.expand(tokens.shape[0], 1, -1)  # [P, 1, 256]
+            tokens = torch.cat([inout_token, tokens], dim=1)  # [P, 1 + g*g, 256]
+        tokens = self.transformer(tokens)
+        inout = None
+        if self.has_inout:
+            inout_logit = self.inout_head[:-1](tokens[:, 0]).squeeze(-1)  # [P]
+            inout = inout_logit if return_logits else self.inout_head[-1](inout_logit)
+            tokens = tokens[:, 1:]
+        x = tokens.transpose(1, 2).reshape(-1, self.dim, self.grid, self.grid)  # [P, 256, g, g]
+        logits = self.heatmap_head[1](self.heatmap_head[0](x))  # [P, 1, 2g, 2g]
+        if logits.shape[-1] != HEATMAP_SIZE:  # a no-op at 448 px input (2g = 64)
+            logits = F.interpolate(logits, size=(HEATMAP_SIZE, HEATMAP_SIZE), mode="bilinear", align_corners=False)
+        logits = logits.squeeze(1)  # [P, 64, 64]
+        return (logits if return_logits else self.heatmap_head[2](logits)), inout
+
+    # -- the official interface -------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor,
+                head_boxes_norm: Sequence[Sequence[BoxNorm]]) -> dict[str, list[torch.Tensor] | None]:
+        """All persons of every image in one pass: the image is encoded once, its features repeated per box."""
+        if len(head_boxes_norm) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(head_boxes_norm)} box lists")
+        features = self.backbone(images)  # [B, D, g, g]
+        counts = [len(boxes) for boxes in head_boxes_norm]
+        repeated = torch.repeat_interleave(features, torch.tensor(counts, device=features.device), dim=0)
+        flat_boxes = [box for boxes in head_boxes_norm for box in boxes]
+        heatmaps, inout = self.decode(repeated, self.head_maps(flat_boxes))  # [P, 64, 64], [P]
+        return {"heatmap": list(heatmaps.split(counts)),
+                "inout": list(inout.split(counts)) if inout is not None else None}
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+
+    def decoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict without ``backbone.*`` (what official checkpoints hold)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone")}
+
+    def load_decoder_state_dict(self, path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> LoadReport:
+        """Non-strict intersection load as the official loader: keys under ``backbone`` ignored on both sides,
+        missing / unexpected keys reported (and logged). Accepts a path or a mapping (``{'state_dict':..}``
+        / ``{'model':..}`` wrappers and ``module.`` prefixes are unwrapped). Shape mismatches raise."""
+        from gcdr.students.vat import read_state_dict
+
+        state = {k: v for k, v in read_state_dict(path_or_state_dict).items() if not k.startswith("backbone")}
+        own = self.decoder_state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        common = {k: state[k] for k in own if k in state}
+        if missing or unexpected:
+            log.info("Gaze-LLE load: missing %s, unexpected %s", missing, unexpected)
+        self.load_state_dict(common, strict=False)  # raises on shape mismatch
+        return LoadReport(sorted(common), missing, unexpected)
+
+
+def build_gazelle(backbone: str | Path | nn.Module, inout: bool = False,
+                  input_size: int = GAZELLE_INPUT_SIZE) -> GazeLLE:
+    """A Gaze-LLE on a DINOv2 given as hub id, local directory or an already built backbone module."""
+    if not isinstance(backbone, nn.Module):
+        backbone = Dinov2Backbone.from_pretrained(backbone)
+    return GazeLLE(backbone, inout=inout, input_size=input_size)
+
+
+def gazelle_heatmap_bce_loss(heatmap_logits: torch.Tensor, target_64: torch.Tensor,
+                             mask: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaze-LLE's loss: BCE between sigmoid(heatmap) and the [0, 1] target, mean over pixels and rows.
+
+    Computed from the logits (BCE-with-logits = BCELoss on the sigmoid output, numerically stable and
+    safe under autocast). heatmap_logits, target_64: [P, 64, 64]; mask: [P] rows that count (None = all);
+    weight: [P] per-row weight. Returns sum_mask(w_i * bce_i) / #mask.
+    """
+    per_sample = F.binary_cross_entropy_with_logits(
+        heatmap_logits.float(), target_64.float(), reduction="none").flatten(1).mean(1)  # [P]
+    if mask is None:
+        mask = torch.ones_like(per_sample, dtype=torch.bool)
+    mask = mask.bool()
+    if weight is not None:
+        per_sample = per_sample * weight.float()
+    if not mask.any():
+        return heatmap_logits.sum() * 0.0
+    return per_sample[mask].sum() / mask.sum()
+
+
+def count_learnable_parameters(model: GazeLLE) -> int:
+    """Trainable parameters outside the backbone (2,826,752 for ViT-B without in/out)."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not name.startswith("backbone") and p.requires_grad)

@@ -1,0 +1,289 @@
+"""VAT spatial model (Chong et al., CVPR 2020, ``ModelSpatial``), key-compatible with the official weights.
+
+Two ResNet pathways (scene + head channel, face crop), a head-position-conditioned spatial attention
+over the scene map, and two heads on the fused 7x7 feature: a deconvolution heatmap head (raw values,
+no sigmoid, trained by MSE x 10000 toward a [0, 1] Gaussian) and an in/out logit head
+(METHOD_FACTS 4.1-4.5). State-dict keys are exactly VAT's (``conv1_scene``, ``layer1_scene.0.conv1`` ...
+``attn``, ``compress_conv1`` ... ``conv4``), so ``initial_weights_for_spatial_training.pt`` and
+``model_gazefollow.pt`` load by name; the GCDR diffusion teacher holds a :class:`VATEncoder` as
+``feat_extractor`` (keys ``feat_extractor.conv1_scene.weight`` ...).
+
+Backbones:
+- ``"resnet50"``: the official network (Bottleneck [3, 4, 6, 3] + layer5 of 2 Bottlenecks, 1024-channel
+  pathways, fused 2048 channels; 771 state entries, 61,451,706 parameters for :class:`VATSpatial`).
+- ``"resnet18"``: a small stand-in for tests and CPU demos (BasicBlock [2, 2, 2, 2] + layer5 of 2
+  BasicBlocks), channel widths ``width x (1, 2, 4, 8)`` and layer5 ``4 x width`` (default width 32:
+  128-channel pathways, fused 256). Same key names, different shapes; official weights do not fit.
+
+Both take a 224x224 scene, a 224x224 head channel and a 224x224 face crop; the fused feature is 7x7.
+``input_size`` other than 224 (a CPU-demo option, not VAT) resizes the three inputs to that side, so the
+feature grid is ceil(S / 32), the head vector ceil(S / 8)^2 and the heatmap is resized to 64x64 at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+log = logging.getLogger(__name__)
+
+HEATMAP_SIZE = 64
+VAT_INPUT_SIZE = 224  # feature grid 7 = 224 / 32; head vector 28 x 28 = the head channel max-pooled 3 times
+HEATMAP_AMP_FACTOR = 10000.0  # VAT's "amp factor" on the per-pixel MSE
+
+# backbone name -> (block, blocks per layer 1..4, layer5 blocks, default width)
+_BACKBONES: dict[str, tuple[type[nn.Module], tuple[int, int, int, int], int, int]] = {
+    "resnet50": (Bottleneck, (3, 4, 6, 3), 2, 64),
+    "resnet18": (BasicBlock, (2, 2, 2, 2), 2, 32),
+}
+
+
+def _make_layer(block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    """A ResNet stage with torchvision blocks (their sub-keys match VAT's: conv1, bn1, ..., downsample.0/1)."""
+    out_planes = planes * block.expansion
+    downsample = None
+    if stride != 1 or inplanes != out_planes:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, out_planes, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm2d(out_planes),
+        )
+    layers = [block(inplanes, planes, stride, downsample)]
+    layers += [block(out_planes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+def _init_vat_weights(module: nn.Module) -> None:
+    """VAT's init: conv weights ~ N(0, sqrt(2 / (k_h k_w out_channels))), BN weight 1 / bias 0, Linear default."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class VATEncoder(nn.Module):
+    """VAT's two pathways, head-conditioned attention and fusion, up to the fused 7x7 feature.
+
+    forward(scene [B, 3, 224, 224], head_channel [B, 1, 224, 224], face [B, 3, 224, 224])
+        -> fused feature [B, out_channels, 7, 7] = cat(attended scene map, face map).
+    ``forward_with_attention`` also returns the attention map [B, 1, 7, 7] (softmax over the 49 cells).
+    """
+
+    def __init__(self, backbone: str = "resnet50", width: int | None = None, input_size: int = VAT_INPUT_SIZE):
+        super().__init__()
+        if backbone not in _BACKBONES:
+            raise ValueError(f"unknown VAT backbone {backbone!r}; choose from {sorted(_BACKBONES)}")
+        block, blocks, layer5_blocks, default_width = _BACKBONES[backbone]
+        width = width or default_width
+        self.backbone = backbone
+        self.width = width
+        self.input_size = input_size
+        self.grid = math.ceil(input_size / 32)  # 7; every stride-2 layer rounds up
+        head_side = math.ceil(input_size / 8)  # 28
+        widths = (width, 2 * width, 4 * width, 8 * width)
+        layer5_planes = 4 * width  # resnet50: 256 planes -> 1024 out; resnet18 (width 32): 128 out
+        self.pathway_channels = layer5_planes * block.expansion  # 1024 for resnet50
+
+        # attribute order = state-dict order = VAT's
+        self.conv1_scene = nn.Conv2d(4, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1_scene = nn.BatchNorm2d(width)
+        self.layer1_scene, self.layer2_scene, self.layer3_scene, self.layer4_scene, self.layer5_scene = (
+            self._pathway(block, width, widths, blocks, layer5_planes, layer5_blocks))
+        self.conv1_face = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1_face = nn.BatchNorm2d(width)
+        self.layer1_face, self.layer2_face, self.layer3_face, self.layer4_face, self.layer5_face = (
+            self._pathway(block, width, widths, blocks, layer5_planes, layer5_blocks))
+        self.attn = nn.Linear(head_side * head_side + self.pathway_channels, self.grid * self.grid)
+
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.out_channels = 2 * self.pathway_channels  # 2048 for resnet50
+        _init_vat_weights(self)
+
+    @staticmethod
+    def _pathway(block, width, widths, blocks, layer5_planes, layer5_blocks) -> list[nn.Sequential]:
+        layers, inplanes = [], width
+        for planes, n, stride in zip(widths, blocks, (1, 2, 2, 2)):
+            layers.append(_make_layer(block, inplanes, planes, n, stride))
+            inplanes = planes * block.expansion
+        layers.append(_make_layer(block, inplanes, layer5_planes, layer5_blocks, 1))
+        return layers
+
+    def _run_pathway(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        x = self.maxpool(self.relu(getattr(self, f"bn1_{which}")(getattr(self, f"conv1_{which}")(x))))
+        for i in range(1, 6):
+            x = getattr(self, f"layer{i}_{which}")(x)
+        return x  # [B, C_path, 7, 7]
+
+    def forward_with_attention(self, scene: torch.Tensor, head_channel: torch.Tensor,
+                               face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fused [B, out_channels, 7, 7], attention [B, 1, 7, 7])."""
+        scene, head_channel, face = self._fit_inputs(scene, head_channel, face)
+        face_map = self._run_pathway(face, "face")  # [B, C, 7, 7]
+        head_vector = self.maxpool(self.maxpool(self.maxpool(head_channel))).flatten(1)  # [B, 784]
+        face_vector = F.adaptive_avg_pool2d(face_map, 1).flatten(1)  # [B, C]
+        attention = self.attn(torch.cat([head_vector, face_vector], dim=1))  # [B, 49]
+        attention = F.softmax(attention, dim=1).view(-1, 1, self.grid, self.grid)  # [B, 1, 7, 7]
+        scene_map = self._run_pathway(torch.cat([scene, head_channel], dim=1), "scene")  # [B, C, 7, 7]
+        fused = torch.cat([attention * scene_map, face_map], dim=1)  # [B, 2C, 7, 7]
+        return fused, attention
+
+    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_attention(scene, head_channel, face)[0]
+
+    def _fit_inputs(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Resize inputs to ``input_size`` (area averaging) when they differ; a no-op for VAT's 224."""
+        size = self.input_size
+        return tuple(x if x.shape[-1] == size and x.shape[-2] == size else
+                     F.interpolate(x, size=(size, size), mode="area") for x in inputs)
+
+
+class VATSpatial(VATEncoder):
+    """VAT ``ModelSpatial``: :class:`VATEncoder` plus the heatmap and in/out heads (flat VAT keys).
+
+    forward(scene, head_channel, face) -> (heatmap [B, 64, 64] raw (no sigmoid), inout logit [B]).
+    ``zero_init_output``: start the last 1x1 conv at zero (output 0 everywhere) instead of VAT's random
+    init, whose O(1) output offset takes Adam thousands of steps to remove from scratch (a short-budget
+    option; irrelevant when official initial weights are loaded).
+    """
+
+    def __init__(self, backbone: str = "resnet50", width: int | None = None, input_size: int = VAT_INPUT_SIZE,
+                 zero_init_output: bool = False):
+        super().__init__(backbone, width, input_size)
+        fused = self.out_channels  # 2048 for resnet50
+        c1, c2, c3, c4 = fused // 2, fused // 4, fused // 8, fused // 16  # 1024, 512, 256, 128
+        self.compress_conv1 = nn.Conv2d(fused, c1, kernel_size=1, bias=False)
+        self.compress_bn1 = nn.BatchNorm2d(c1)
+        self.compress_conv2 = nn.Conv2d(c1, c2, kernel_size=1, bias=False)
+        self.compress_bn2 = nn.BatchNorm2d(c2)
+        self.compress_conv1_inout = nn.Conv2d(fused, c2, kernel_size=1, bias=False)
+        self.compress_bn1_inout = nn.BatchNorm2d(c2)
+        self.compress_conv2_inout = nn.Conv2d(c2, 1, kernel_size=1, bias=False)
+        self.compress_bn2_inout = nn.BatchNorm2d(1)
+        self.fc_inout = nn.Linear(self.grid * self.grid, 1)
+        self.deconv1 = nn.ConvTranspose2d(c2, c3, kernel_size=3, stride=2)  # 7 -> 15
+        self.deconv_bn1 = nn.BatchNorm2d(c3)
+        self.deconv2 = nn.ConvTranspose2d(c3, c4, kernel_size=3, stride=2)  # 15 -> 31
+        self.deconv_bn2 = nn.BatchNorm2d(c4)
+        self.deconv3 = nn.ConvTranspose2d(c4, 1, kernel_size=4, stride=2)  # 31 -> 64
+        self.deconv_bn3 = nn.BatchNorm2d(1)
+        self.conv4 = nn.Conv2d(1, 1, kernel_size=1, stride=1)
+        _init_vat_weights(self)
+        if zero_init_output:
+            nn.init.zeros_(self.conv4.weight)
+            nn.init.zeros_(self.conv4.bias)
+
+    def heads(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused [B, C, 7, 7] -> (heatmap [B, 64, 64] raw, inout logit [B])."""
+        x = self.relu(self.compress_bn1_inout(self.compress_conv1_inout(fused)))  # [B, C/4, 7, 7]
+        x = self.relu(self.compress_bn2_inout(self.compress_conv2_inout(x)))  # [B, 1, 7, 7]
+        inout_logit = self.fc_inout(x.flatten(1)).squeeze(1)  # [B]
+
+        x = self.relu(self.compress_bn1(self.compress_conv1(fused)))  # [B, C/2, 7, 7]
+        x = self.relu(self.compress_bn2(self.compress_conv2(x)))  # [B, C/4, 7, 7]
+        x = self.relu(self.deconv_bn1(self.deconv1(x)))  # [B, C/8, 15, 15]
+        x = self.relu(self.deconv_bn2(self.deconv2(x)))  # [B, C/16, 31, 31]
+        x = self.relu(self.deconv_bn3(self.deconv3(x)))  # [B, 1, 64, 64]
+        x = self.conv4(x)
+        if x.shape[-1] != HEATMAP_SIZE:  # only for input_size != 224 (8 * grid + 8 cells)
+            x = F.interpolate(x, size=(HEATMAP_SIZE, HEATMAP_SIZE), mode="bilinear", align_corners=False)
+        heatmap = x.squeeze(1)  # [B, 64, 64]
+        return heatmap, inout_logit
+
+    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor,
+                face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(super().forward(scene, head_channel, face))
+
+
+# ----------------------------------------------------------------------------------------------- losses
+
+def heatmap_mse_loss(pred_64: torch.Tensor, target_64: torch.Tensor, mask: torch.Tensor | None = None,
+                     weight: torch.Tensor | None = None, amp_factor: float = HEATMAP_AMP_FACTOR) -> torch.Tensor:
+    """VAT's heatmap loss: per-sample mean over 64x64 of (pred - target)^2, masked, x ``amp_factor``.
+
+    pred_64, target_64: [B, 64, 64]; mask: [B] bool (rows that count; None = all); weight: [B] per-row
+    weight (e.g. pseudo-label weight), applied inside the sum. Returns the scalar
+    amp * sum_mask(w_i * mse_i) / #mask (0 with a graph when the mask is empty). Rows are selected,
+    not multiplied by 0, so a NaN in an excluded target cannot leak in (METHOD_FACTS 8.3).
+    """
+    per_sample = (pred_64.float() - target_64.float()).pow(2).flatten(1).mean(1)  # [B]
+    if mask is None:
+        mask = torch.ones_like(per_sample, dtype=torch.bool)
+    mask = mask.bool()
+    if weight is not None:
+        per_sample = per_sample * weight.float()
+    if not mask.any():
+        return pred_64.sum() * 0.0
+    return per_sample[mask].sum() / mask.sum() * amp_factor
+
+
+def inout_bce_loss(inout_logit: torch.Tensor, inout: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """BCE-with-logits of the in/out logit [B] against labels [B] (1 in, 0 out); rows with -1 are skipped."""
+    known = inout >= 0
+    if not known.any():
+        return inout_logit.sum() * 0.0
+    return weight * F.binary_cross_entropy_with_logits(inout_logit[known].float(), inout[known].float())
+
+
+# ------------------------------------------------------------------------------------------ weight loading
+
+class LoadReport(NamedTuple):
+    """Keys copied, module keys left untouched (missing), file keys not used (unexpected / shape mismatch)."""
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+
+def read_state_dict(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a file or a mapping; unwraps ``{'model': sd}`` / ``{'state_dict': sd}``, strips ``module.``."""
+    if isinstance(path_or_state_dict, (str, Path)):
+        state = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
+    else:
+        state = path_or_state_dict
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+            break
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def load_vat_weights(module: nn.Module, path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
+                     prefix: str = "") -> LoadReport:
+    """Copy every entry whose name (``prefix`` + file key) and shape match ``module``'s state dict (GCDR-style).
+
+    Accepts a file path or a mapping, wrapped as ``{'model': sd}`` (VAT) or ``{'state_dict': sd}`` (GCDR),
+    with or without ``module.`` prefixes. ``prefix``: where the VAT keys live inside ``module``
+    (e.g. ``"feat_extractor."`` for the diffusion teacher). Returns a :class:`LoadReport`; ``missing``
+    lists module keys under ``prefix`` that were not loaded, ``unexpected`` the file keys not used
+    (absent or of another shape; shape mismatches are logged with both shapes).
+    """
+    source = read_state_dict(path_or_state_dict)
+    target = module.state_dict()
+    loaded, unexpected = [], []
+    with torch.no_grad():
+        for key, value in source.items():
+            name = prefix + key
+            if name in target and target[name].shape == value.shape:
+                target[name].copy_(value.to(target[name].dtype))
+                loaded.append(name)
+            else:
+                if name in target:
+                    log.warning("shape mismatch for %s: file %s, model %s", name, tuple(value.shape),
+                                tuple(target[name].shape))
+                unexpected.append(key)
+    loaded_set = set(loaded)
+    missing = [k for k in target if k.startswith(prefix) and k not in loaded_set]
+    log.info("VAT weights: %d loaded, %d missing, %d unexpected", len(loaded), len(missing), len(unexpected))
+    return LoadReport(loaded, missing, unexpected)

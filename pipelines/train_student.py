@@ -1,0 +1,327 @@
+"""Stage 3: train a student (VAT or Gaze-LLE) on labeled + pseudo-labeled persons.
+
+    make train-student RATIO=0.1 STUDENT=vat|gazelle PSEUDO=<pseudo-label folder>|none
+
+Training set: the labeled persons of the split (ground-truth Gaussians) plus the unlabeled persons that
+have a valid map in the pseudo-label folder (the map is their target); PSEUDO=none trains on the labeled
+persons only; RATIO=1.0 = every train person labeled (full supervision). Loss: VAT masked MSE x 10000,
+Gaze-LLE BCE (gcdr.students.training). Evaluated on the test split every ``eval_every`` epochs; writes to
+``gcdr.paths.student_dir``:
+
+    last.pt / best.pt        checkpoints ({"model_config", "state_dict", ...}; best by student.select_best_by)
+    history.csv, tb/         per-epoch table and TensorBoard logs
+    metrics.json             {"final": test metrics of the last model, "best": ..., training-set counts}
+    provenance.json
+
+CPU, GPU, several GPUs, mixed precision and gradient accumulation come from Accelerate alone
+(``accelerate launch --num_processes 2 --mixed_precision bf16 -m pipelines.train_student ...``; every
+process takes its own batches, so the effective batch is batch_size x processes). A run resumes from
+last.pt at the epoch it reached; a finished run is left alone (--restart starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gcdr import paths
+from gcdr.atomic import atomic_path, write_json_atomic
+from gcdr.config import add_config_args, config_from_args, section
+from gcdr.data import load_samples
+from gcdr.data.dataset import GazeDataset
+from gcdr.metrics import evaluate
+from gcdr.provenance import write_provenance
+from gcdr.pseudolabels import PseudoLabelFolder
+from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
+from gcdr.students.gazelle import GazeLLE
+from gcdr.students.training import (
+    BatchStudent,
+    EpochBatchSampler,
+    StudentConfig,
+    TrainingSet,
+    assemble_training_set,
+    better,
+    build_student,
+    load_init_weights,
+    lr_lambda,
+    model_config,
+    predict_batch,
+    save_checkpoint,
+    student_loss,
+)
+
+log = logging.getLogger("gcdr.train_student")
+
+# Fields that may change between a run and its resumption (the budget); any other change needs --restart.
+BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_threads")
+
+
+def student_config(cfg: dict[str, Any]) -> StudentConfig:
+    return section(cfg, "student", StudentConfig)
+
+
+def training_set(cfg: dict[str, Any], pseudo: str | None, student: StudentConfig) -> tuple[TrainingSet, Any]:
+    """(labeled + valid pseudo-labeled persons, the pseudo-label folder or None)."""
+    ratio = float(cfg["split"]["ratio"])
+    labeled = load_samples(cfg, "train" if ratio >= 1.0 else "labeled")
+    folder = PseudoLabelFolder(pseudo) if pseudo else None
+    unlabeled = load_samples(cfg, "unlabeled") if folder is not None and ratio < 1.0 else []
+    return assemble_training_set(labeled, unlabeled, folder, student.unlabeled_inout), folder
+
+
+def make_datasets(cfg: dict[str, Any], student: StudentConfig, train_set: TrainingSet, folder, model,
+                  config: dict[str, Any], accelerator: Accelerator) -> tuple[Any, Any]:
+    """Train and test datasets; with the Gaze-LLE feature cache, their cached versions."""
+    dataset_cfg = cfg.get("dataset") or {}
+    common = dict(style=student.style, scene_size=student.scene_size, on_error=dataset_cfg.get("on_error", "raise"),
+                  enlarge_head_box=dataset_cfg.get("format", "gazefollow") == "gazefollow")  # VAT: GazeFollow only
+    test_ds = GazeDataset(load_samples(cfg, "test"), train=False, labeled=True, **common)
+    use_cache = student.feature_cache and isinstance(model, GazeLLE)
+    train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled, pseudo=folder,
+                           seed=student.seed, **common)
+    if not use_cache:
+        return train_ds, test_ds
+    cache = FeatureCache(paths.out_root(cfg) / "cache" / "gazelle-features", config["backbone"],
+                         config["input_size"])
+    datasets = []
+    for base, train in ((train_ds, True), (test_ds, False)):
+        with accelerator.main_process_first():
+            datasets.append(CachedFeatureDataset.build(
+                base, model.backbone, cache, train=train, flip=student.cache_flip, seed=student.seed,
+                num_workers=student.num_workers, device=accelerator.device, compute=accelerator.is_main_process,
+                progress=accelerator.is_main_process))
+    return datasets[0], datasets[1]
+
+
+@torch.no_grad()
+def evaluate_student(model, loader, dataset, accelerator: Accelerator, student: StudentConfig,
+                     dataset_format: str) -> dict[str, Any]:
+    """Test metrics (gcdr.metrics.evaluate) of the student on ``loader``; every process returns them."""
+    model.eval()
+    indices, heatmaps, inouts = [], [], []
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
+        with accelerator.autocast():
+            heatmap, inout = predict_batch(model, batch)
+        if inout is None:
+            inout = torch.zeros(len(heatmap), device=heatmap.device)
+        index, heatmap, inout = accelerator.gather_for_metrics((batch["index"], heatmap, inout))
+        indices.append(index.cpu())
+        heatmaps.append(heatmap.float().cpu())
+        inouts.append(inout.float().cpu())
+    order = torch.cat(indices).tolist()
+    samples = [dataset.sample(i) for i in order]
+    inout_scores = torch.cat(inouts).numpy() if dataset_format == "videoattentiontarget" else None
+    metrics = evaluate(torch.cat(heatmaps).numpy(), samples, inout_scores=inout_scores,
+                       dataset=dataset_format, protocol=student.protocol)
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def fingerprint(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None) -> dict[str, Any]:
+    """What defines a run (everything but the budget): a resumed run must match it."""
+    values = {k: v for k, v in dataclasses.asdict(student).items() if k not in BUDGET_FIELDS}
+    return {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
+            "dataset": dict(cfg.get("dataset") or {})}
+
+
+def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str | Path | None = None,
+                  restart: bool = False) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) one student run; returns the content of metrics.json."""
+    student = student_config(cfg)
+    pseudo = None if pseudo in (None, "", "none") else str(pseudo)
+    out_dir = Path(out_dir or paths.student_dir(cfg, student.model, pseudo))
+    accelerator = Accelerator(mixed_precision=student.mixed_precision,
+                              gradient_accumulation_steps=student.grad_accum or 1)
+    main = accelerator.is_main_process
+    if student.cpu_threads and accelerator.device.type == "cpu":
+        torch.set_num_threads(student.cpu_threads)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = fingerprint(student, cfg, pseudo)
+
+    resume = None
+    last_path = out_dir / "last.pt"
+    if last_path.exists() and not restart:
+        resume = torch.load(last_path, map_location="cpu", weights_only=False)
+        if resume.get("fingerprint") != run_id:
+            raise SystemExit(f"{last_path} belongs to a run with other settings; use --restart to start over "
+                             "(or another OUT)")
+        finished = resume["epoch"] >= student.epochs or (student.max_steps and resume["global_step"] >= student.max_steps)
+        if finished and (out_dir / "metrics.json").exists():  # without it: fall through, write it, train nothing
+            log.info("%s: already finished (epoch %d); --restart to train again", out_dir, resume["epoch"])
+            return _read_json(out_dir / "metrics.json")
+
+    torch.manual_seed(student.seed)
+    np.random.seed(student.seed)
+    with accelerator.main_process_first():  # may write the tiny DINOv2 once
+        config = model_config(student, paths.out_root(cfg))
+    model = build_student(config)
+    if student.init_weights and resume is None:
+        load_init_weights(model, student.init_weights)
+    train_set, folder = training_set(cfg, pseudo, student)
+    train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, config, accelerator)
+
+    sampler = EpochBatchSampler(train_set.labeled_indices, train_set.unlabeled_indices, student.batch_size,
+                                student.labeled_per_batch, student.steps_per_epoch, student.seed)
+    loader_args = dict(num_workers=student.num_workers, pin_memory=accelerator.device.type == "cuda")
+    train_loader = DataLoader(train_ds, batch_sampler=sampler, **loader_args)
+    test_loader = DataLoader(test_ds, batch_size=student.batch_size, shuffle=False, **loader_args)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=student.learning_rate, weight_decay=student.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(student, student.epochs))
+
+    start_epoch, global_step, best_value, best_metrics, history = 0, 0, None, None, []
+    if resume is not None:
+        if isinstance(model, GazeLLE):
+            model.load_decoder_state_dict(resume["state_dict"])
+        else:
+            model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_epoch, global_step = resume["epoch"], resume["global_step"]
+        best_value, best_metrics, history = resume["best_value"], resume["best_metrics"], resume["history"]
+        log.info("resuming %s from epoch %d (step %d)", out_dir, start_epoch, global_step)
+    runner = BatchStudent(model)  # forward(batch): what DDP wraps
+    runner, optimizer, train_loader, test_loader = accelerator.prepare(runner, optimizer, train_loader, test_loader)
+
+    dataset_format = (cfg.get("dataset") or {}).get("format", "gazefollow")
+    if dataset_format not in ("gazefollow", "videoattentiontarget"):
+        raise SystemExit(f"dataset.format {dataset_format!r} has no test labels to train / evaluate a student")
+    if main:
+        write_provenance(out_dir, "train_student", cfg, model_config=config, pseudo=pseudo or "none",
+                         pseudo_provenance=folder.provenance if folder else None, training_set=train_set.counts,
+                         student=dataclasses.asdict(student), processes=accelerator.num_processes,
+                         mixed_precision=accelerator.mixed_precision, device=str(accelerator.device))
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out_dir / "tb"))
+    if main:
+        log.info("training %s (%s) on %d persons (%s), %d steps/epoch x %d epochs, batch %d x %d process(es)",
+                 student.model, config["backbone"], len(train_set.samples), train_set.counts, len(sampler),
+                 student.epochs, student.batch_size, accelerator.num_processes)
+
+    train_time = 0.0
+    samples_seen = 0
+    stopped_by_max_steps = False
+    for epoch in range(start_epoch, student.epochs):
+        if student.max_steps and global_step >= student.max_steps:
+            break
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        runner.train()
+        epoch_start = time.perf_counter()
+        losses, n_batches = [], 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{student.epochs}", disable=not main)
+        for batch in bar:
+            with accelerator.accumulate(runner):
+                with accelerator.autocast():
+                    loss, logs = student_loss(runner, batch, student)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            global_step += 1
+            n_batches += 1
+            samples_seen += len(batch["index"]) * accelerator.num_processes
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
+                raise FloatingPointError(f"loss is {losses[-1]} at step {global_step} (epoch {epoch + 1})")
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            if writer is not None:
+                writer.add_scalar("train/loss", losses[-1], global_step)
+            if student.max_steps and global_step >= student.max_steps:
+                stopped_by_max_steps = True
+                break
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        epoch_time = time.perf_counter() - epoch_start
+        train_time += epoch_time
+        last_epoch = epoch + 1 == student.epochs or stopped_by_max_steps
+        row = {"epoch": epoch + 1, "step": global_step, "lr": epoch_lr,
+               "train_loss": float(np.mean(losses)) if losses else float("nan"), "batches": n_batches,
+               "epoch_time_s": round(epoch_time, 2)}
+        metrics = None
+        if (epoch + 1) % student.eval_every == 0 or last_epoch:
+            eval_start = time.perf_counter()
+            metrics = evaluate_student(runner, test_loader, test_ds, accelerator, student, dataset_format)
+            row.update({k: metrics[k] for k in ("auc", "avg_l2", "min_l2", "ap") if k in metrics})
+            row["eval_time_s"] = round(time.perf_counter() - eval_start, 2)
+            if main:
+                log.info("epoch %d: loss %.4g, test auc %.4f avg_l2 %.4f min_l2 %.4f", epoch + 1, row["train_loss"],
+                         metrics["auc"], metrics["avg_l2"], metrics["min_l2"])
+        history.append(row)
+        if main:
+            unwrapped = accelerator.unwrap_model(runner).student
+            if metrics is not None and better(student.select_best_by, metrics[student.select_best_by], best_value):
+                best_value, best_metrics = metrics[student.select_best_by], dict(metrics, epoch=epoch + 1)
+                save_checkpoint(out_dir / "best.pt", unwrapped, config, epoch=epoch + 1, metrics=best_metrics)
+            save_checkpoint(last_path, unwrapped, config, epoch=epoch + 1, global_step=global_step,
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            best_value=best_value, best_metrics=best_metrics, history=history,
+                            fingerprint=run_id, stopped_by_max_steps=stopped_by_max_steps, metrics=metrics)
+            write_history(out_dir / "history.csv", history)
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    writer.add_scalar(f"epoch/{key}", value, epoch + 1)
+        accelerator.wait_for_everyone()
+        if stopped_by_max_steps:
+            break
+
+    result = {"final": history[-1] if history else {}, "best": best_metrics,
+              "select_best_by": student.select_best_by, "student": student.model, "backbone": config["backbone"],
+              "pseudo": pseudo or "none", "ratio": cfg["split"]["ratio"], "training_set": train_set.counts,
+              "steps": global_step, "train_time_s": round(train_time, 2),
+              "train_samples_per_s": round(samples_seen / train_time, 2) if train_time else None,
+              "feature_cache": bool(student.feature_cache and student.model == "gazelle")}
+    if main:
+        write_json_atomic(out_dir / "metrics.json", result)
+        writer.close()
+        log.info("done: %s", out_dir / "metrics.json")
+    return result
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--pseudo", default="none", help="pseudo-label folder, or none = labeled persons only")
+    parser.add_argument("--out", default=None, help="output folder (default: gcdr.paths.student_dir)")
+    parser.add_argument("--epochs", type=int, default=None, help="override student.epochs")
+    parser.add_argument("--max-steps", type=int, default=None, help="override student.max_steps")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="override student.steps_per_epoch")
+    parser.add_argument("--restart", action="store_true", help="ignore last.pt and train from scratch")
+    args = parser.parse_args(argv)
+    for option, key in (("epochs", "epochs"), ("max_steps", "max_steps"), ("steps_per_epoch", "steps_per_epoch")):
+        if getattr(args, option) is not None:
+            args.overrides.append(f"student.{key}={getattr(args, option)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    train_student(cfg, args.pseudo, args.out, args.restart)
+
+
+if __name__ == "__main__":
+    main()

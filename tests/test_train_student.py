@@ -1,0 +1,232 @@
+"""Student training: the training set, batches and targets, learning, the pipeline's checkpoints / resume,
+the Gaze-LLE feature cache, evaluation and prediction on a tiny generated SynthGaze."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from gcdr.config import load_config
+from gcdr.data import load_samples
+from gcdr.data.dataset import GazeDataset
+from gcdr.data.sample import PersonSample
+from gcdr.data.splits import make_split
+from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+from gcdr.data.transforms import gaussian_heatmap_64
+from gcdr.pseudolabels import PseudoLabel, PseudoLabelFolder, PseudoLabelWriter, finalize
+from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
+from gcdr.students.training import (
+    BatchStudent,
+    EpochBatchSampler,
+    StudentConfig,
+    assemble_training_set,
+    batch_targets,
+    build_student,
+    dataset_for_student,
+    forward_batch,
+    load_student,
+    model_config,
+    predict_dataset,
+    save_checkpoint,
+    student_loss,
+)
+
+VAT_DEMO = Path("/work/shared/data/vat-demo")
+TINY_VAT = ["student.model=vat", "student.vat_width=4", "student.vat_input_size=64"]
+TINY_GAZELLE = ["student.model=gazelle", "student.gazelle_backbone=tiny-dinov2", "student.gazelle_input_size=112",
+                "student.gazelle_dim=32", "student.gazelle_layers=1", "student.gazelle_heads=2"]
+
+
+def person(sample_id: str, inout: int = 1) -> PersonSample:
+    return PersonSample(sample_id, f"/nowhere/{sample_id}.jpg", (1, 1, 5, 5), np.array([[0.5, 0.5]], np.float32),
+                        inout=inout)
+
+
+def write_pseudo(folder: Path, samples, invalid_ids=(), skip_ids=()) -> PseudoLabelFolder:
+    """GT-centred pseudo-labels (shifted a little), some invalid, some left out."""
+    with PseudoLabelWriter(folder) as writer:
+        for sample in samples:
+            if sample.sample_id in skip_ids:
+                continue
+            if sample.sample_id in invalid_ids:
+                writer.add(PseudoLabel(sample.sample_id, np.zeros((64, 64)), valid=False, invalid_reason="all_zero"))
+            else:
+                point = sample.gaze_points_norm.mean(0) if len(sample.gaze_points_norm) else (0.5, 0.5)
+                writer.add(PseudoLabel(sample.sample_id, gaussian_heatmap_64(np.clip(np.add(point, 0.03), 0, 1))))
+    finalize(folder)
+    return PseudoLabelFolder(folder)
+
+
+# ---------------------------------------------------------------------------------------------- units
+
+def test_training_set_is_labeled_plus_valid_pseudo_labeled(tmp_path):
+    labeled = [person(f"lab{i}") for i in range(3)]
+    unlabeled = [person(f"unl{i}", inout=0 if i == 4 else 1) for i in range(6)]
+    folder = write_pseudo(tmp_path / "pseudo", unlabeled, invalid_ids={"unl1"}, skip_ids={"unl2"})
+    clean = assemble_training_set(labeled, unlabeled, folder, "ignore")
+    assert [s.sample_id for s in clean.samples] == ["lab0", "lab1", "lab2", "unl0", "unl3", "unl4", "unl5"]
+    assert clean.labeled == [True] * 3 + [False] * 4
+    assert clean.counts == {"labeled": 3, "pseudo": 4, "pseudo_invalid:all_zero": 1, "pseudo_missing": 1}
+    leak = assemble_training_set(labeled, unlabeled, folder, "gt")  # GCDR as coded drops GT out-of-frame rows
+    assert "unl4" not in [s.sample_id for s in leak.samples] and leak.counts["gt_out_of_frame"] == 1
+    assert assemble_training_set(labeled, unlabeled, None).samples == labeled
+
+
+def test_two_stream_batches_and_epoch_determinism():
+    sampler = EpochBatchSampler(range(0, 5), range(5, 50), batch_size=8, labeled_per_batch=2, seed=3)
+    batches = list(sampler)
+    assert len(batches) == 45 // 6 and all(len(b) == 8 for b in batches)
+    assert all(all(i < 5 for i in b[:2]) and all(i >= 5 for i in b[2:]) for b in batches)
+    assert batches == list(sampler)
+    sampler.set_epoch(1)
+    assert batches != list(sampler)
+    mixed = EpochBatchSampler(range(0, 5), range(5, 50), batch_size=8, steps=20)
+    drawn = [i for b in mixed for i in b]
+    assert len(drawn) == 160 and set(drawn) == set(range(50))  # cycles through every person
+
+
+def test_batch_targets_choose_ground_truth_or_renormalised_pseudo_label():
+    gt = torch.rand(4, 64, 64)
+    prior = torch.rand(4, 64, 64) * 0.5 + 0.2
+    batch = {"is_labeled": torch.tensor([True, True, False, False]),
+             "has_target": torch.tensor([True, False, False, False]),
+             "target_heatmap_64": gt, "prior_heatmap_64": prior,
+             "prior_valid": torch.tensor([False, False, True, False]),
+             "inout": torch.tensor([1.0, 0.0, 0.0, 1.0])}
+    targets = batch_targets(batch, StudentConfig(pseudo_weight=0.3))
+    assert torch.equal(targets["target_64"][0], gt[0])
+    assert targets["target_64"][2].min() == 0 and targets["target_64"][2].max() == pytest.approx(1, abs=1e-6)
+    assert targets["mask"].tolist() == [True, False, True, False]
+    assert targets["weight"].tolist() == pytest.approx([1, 1, 0.3, 0.3])
+    assert targets["inout"].tolist() == [1, 0, -1, -1]  # unlabeled rows' GT in/out is never read
+    leak = batch_targets(batch, StudentConfig(unlabeled_inout="gt"))
+    assert leak["mask"].tolist() == [True, False, False, False]  # unlabeled row 2 is GT out of frame
+
+
+# ---------------------------------------------------------------------------------- tiny SynthGaze
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    data = root / "data"
+    generate_synthgaze(data, SynthConfig(train_persons=40, test_persons=6, test_annotators=3,
+                                         image_size=(96, 128)), progress=False)
+    make_split(data / "train_annotations_release_persondet.txt", 0.25, 0, data / "splits" / "seed0")
+    base = [f"dataset.root={data}", f"split.dir={data / 'splits'}", "split.ratio=0.25", f"out_root={root / 'out'}",
+            "student.batch_size=8", "student.steps_per_epoch=2", "student.cpu_threads=1"]
+    cfg = load_config("configs/synthgaze.yaml", base)
+    pseudo = write_pseudo(root / "pseudo", load_samples(cfg, "unlabeled"),
+                          invalid_ids={s.sample_id for s in load_samples(cfg, "unlabeled")[:3]})
+    return {"root": root, "base": base, "pseudo": pseudo}
+
+
+def config(synth, *overrides: str) -> dict:
+    return load_config("configs/synthgaze.yaml", synth["base"] + list(overrides))
+
+
+@pytest.mark.parametrize("student_args", [TINY_VAT, TINY_GAZELLE], ids=["vat", "gazelle"])
+def test_a_few_steps_lower_the_loss(synth, student_args):
+    torch.manual_seed(0)
+    cfg = config(synth, *student_args, "student.lr=0.001", "student.gazelle_lr=0.003")
+    student = StudentConfig(**cfg["student"])
+    model = build_student(model_config(student, synth["root"] / "out"))
+    samples = load_samples(cfg, "labeled")[:8]
+    dataset = GazeDataset(samples, train=False, style=student.style, scene_size=student.scene_size)
+    batch = default_collate([dataset[i] for i in range(len(dataset))])
+    runner = BatchStudent(model).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=student.learning_rate)
+    losses = []
+    for _ in range(12):
+        loss, _ = student_loss(runner, batch, student)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_pipeline_checkpoints_resume_and_evaluate(synth):
+    from pipelines.evaluate import evaluate_checkpoint
+    from pipelines.train_student import train_student
+
+    cfg = config(synth, *TINY_VAT, "student.epochs=2", "student.vat_zero_init_output=true")
+    pseudo = str(synth["pseudo"].folder)
+    result = train_student(cfg, pseudo)
+    out = synth["root"] / "out" / "students" / f"vat-r0.25-{Path(pseudo).name}"
+    for name in ("last.pt", "best.pt", "history.csv", "metrics.json", "provenance.json", "tb"):
+        assert (out / name).exists(), name
+    n_unlabeled = len(load_samples(cfg, "unlabeled"))
+    assert result["training_set"]["pseudo"] == n_unlabeled - 3 and result["training_set"]["labeled"] == 10
+    assert result["final"]["epoch"] == 2 and result["steps"] == 4
+    assert json.loads((out / "metrics.json").read_text())["final"]["avg_l2"] == result["final"]["avg_l2"]
+
+    mtime = (out / "last.pt").stat().st_mtime
+    assert train_student(cfg, pseudo) == result  # finished: left alone
+    assert (out / "last.pt").stat().st_mtime == mtime
+    resumed = train_student(config(synth, *TINY_VAT, "student.epochs=3", "student.vat_zero_init_output=true"), pseudo)
+    assert resumed["final"]["epoch"] == 3 and resumed["steps"] == 6
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 1 + 3
+
+    model, checkpoint = load_student(out / "last.pt")  # rebuilds itself from its model config
+    save_checkpoint(synth["root"] / "copy.pt", model, checkpoint["model_config"])
+    copy, _ = load_student(synth["root"] / "copy.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(copy.state_dict()[key], value)
+    evaluated = evaluate_checkpoint(cfg, out / "last.pt", device="cpu")["metrics"]
+    assert evaluated["avg_l2"] == pytest.approx(resumed["final"]["avg_l2"], abs=1e-6)
+    assert evaluated["auc"] == pytest.approx(resumed["final"]["auc"], abs=1e-6)
+
+
+def test_feature_cache_matches_the_backbone_and_the_gazelle_pipeline_runs(synth):
+    from pipelines.train_student import train_student
+
+    cfg = config(synth, *TINY_GAZELLE)
+    student = StudentConfig(**cfg["student"])
+    model = build_student(model_config(student, synth["root"] / "out")).eval()
+    samples = load_samples(cfg, "test")
+    base = GazeDataset(samples, train=False, style="gazelle", scene_size=112)
+    cache = FeatureCache(synth["root"] / "cache", model_config(student, synth["root"] / "out")["backbone"], 112)
+    cached = CachedFeatureDataset.build(base, model.backbone, cache, train=False, progress=False)
+    plain_batch = default_collate([base[i] for i in range(4)])
+    cached_batch = default_collate([cached[i] for i in range(4)])
+    with torch.no_grad():
+        assert torch.allclose(cached_batch["features"], model.backbone(plain_batch["scene"]), atol=1e-2)  # float16
+        with_cache = forward_batch(model, cached_batch)[0]
+        without = forward_batch(model, plain_batch)[0]
+    assert torch.allclose(with_cache, without, atol=1e-2)
+    assert torch.equal(cached_batch["target_heatmap_64"], plain_batch["target_heatmap_64"].half().float())
+
+    result = train_student(config(synth, *TINY_GAZELLE, "student.epochs=1", "student.feature_cache=true"), "none")
+    assert result["feature_cache"] and result["training_set"] == {"labeled": 10, "pseudo": 0}
+    assert np.isfinite(result["final"]["auc"])
+
+
+@pytest.mark.skipif(not VAT_DEMO.is_dir(), reason="needs /work/shared/data/vat-demo")
+def test_predict_draws_every_person_and_grouped_prediction_equals_per_person(synth, tmp_path):
+    from pipelines.predict import predict_folder
+
+    cfg = config(synth, *TINY_GAZELLE)
+    student = StudentConfig(**cfg["student"])
+    model_cfg = model_config(student, synth["root"] / "out")
+    torch.manual_seed(0)
+    model = build_student(model_cfg).eval()
+    save_checkpoint(tmp_path / "gazelle.pt", model, model_cfg)
+    heads = [str(VAT_DEMO / "person1.txt"), str(VAT_DEMO / "person2.txt")]
+    table = predict_folder(tmp_path / "gazelle.pt", VAT_DEMO / "frames", heads, tmp_path / "pred", device="cpu")
+    assert len(table) == 20 and set(table["person"]) == {"person1", "person2"}
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 10
+    assert table["x_norm"].between(0, 1).all()
+
+    from gcdr.data.headboxes import read_headbox_folder
+
+    dataset = dataset_for_student(read_headbox_folder(VAT_DEMO / "frames", heads)[:4], model_cfg)
+    grouped, _ = predict_dataset(model, dataset, batch_size=4, progress=False)  # one backbone pass per image
+    with torch.no_grad():
+        single = forward_batch(model, default_collate([dataset[i] for i in range(4)]))[0].numpy()
+    assert np.allclose(grouped, single, atol=1e-5)
+    assert np.abs(grouped[0] - grouped[1]).max() > 1e-4  # two persons of one frame
