@@ -16,7 +16,6 @@ import logging
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from gcdr import paths
 from gcdr.config import add_config_args, config_from_args
