@@ -1,0 +1,102 @@
+"""The two config sections of stage 2: ``teacher:`` (make train-teacher) and ``refine:`` (make refine).
+
+Defaults are the small CPU settings of ``configs/synthgaze.yaml``. The official GCDR teacher
+(METHOD_FACTS 6.1-6.6) is::
+
+    teacher:
+      encoder: resnet50                  # VAT-compatible; initial_weights_for_spatial_training.pt loads
+      encoder_width: null
+      init_weights: initial_weights_for_spatial_training.pt
+      unet_channels: 64
+      channel_mult: [1, 2, 3, 4]         # 64 / 128 / 192 / 256 channels at 64 / 32 / 16 / 8 pixels
+      attention_levels: [2, 3]
+      attention_head_dim: 64             # official: 4 heads per level (see TeacherModelConfig)
+      norm_groups: 32
+      lr: 0.00005
+      batch_size: 48
+      epochs: 150                        # 150 / 150 / 100 for 5 / 10 / 20 % labels
+    refine:
+      T: 250                             # 200 for 5 % labels
+      steps: 2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gcdr.teacher.model import TeacherModelConfig
+
+
+@dataclass
+class TeacherConfig:
+    """The ``teacher:`` section: the network (first block), the optimiser, mean teacher, validation."""
+
+    # network (saved with the model; see TeacherModelConfig). Defaults: the CPU demo size
+    # (0.19 + 0.28 GFLOP per person for encoder + one U-Net call, 0.9 M parameters).
+    encoder: str = "resnet18"              # resnet50 = official VAT encoder; resnet18 = small stand-in
+    encoder_width: int | None = 8          # resnet18 pathway width (None = VATEncoder's 32); null for resnet50
+    init_weights: str | None = None        # VAT state dict for the encoder (name + shape matching)
+    unet_channels: int = 8                 # U-Net base width (official 64)
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # official [1, 2, 3, 4]
+    layers_per_block: int = 2              # ResBlocks per level on the way down (official num_res_blocks 2)
+    attention_levels: list[int] = field(default_factory=lambda: [3])  # official [2, 3]: 16x16 and 8x8
+    attention_head_dim: int = 8            # channels per attention head (official config: 64)
+    norm_groups: int = 4                   # GroupNorm groups (official 32)
+    num_train_timesteps: int = 500
+    beta_start: float = 2e-4
+    beta_end: float = 4e-2
+    scale: float = 2.0                     # heatmaps [0, 1] -> diffusion space [-scale, scale]
+
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    num_workers: int = 0
+    cpu_threads: int | None = None         # torch threads on a CPU (None = torch's default; 1 on a shared box)
+    seed: int = 0
+
+    # mean teacher (METHOD_FACTS 7); on with mean_teacher: true (make train-teacher MEAN_TEACHER=1)
+    mean_teacher: bool = False
+    labeled_batch_size: int = 8            # labeled rows per batch; the rest of batch_size is unlabeled
+    ema_decay: float = 0.99
+    ema_ramp_every: int = 15               # decay = min(1 - 1/(floor(step / 15) + 1), ema_decay)
+    consistency: str = "kl"                # kl | mse
+    consistency_weight: float = 4000.0
+    consistency_rampup_epochs: int = 5
+    teacher_steps: int = 10                # DDIM steps of the EMA teacher's prediction
+
+    # validation: DDIM from pure noise, scored with gcdr.metrics.evaluate
+    val_every: int = 10                    # epochs (0 = only after the last one)
+    val_split: str = "test"                # test | none
+    val_steps: int = 10
+    val_max_persons: int = 100             # first N in-frame persons of the split (0 = all)
+    eta: float = 1.0                       # DDIM eta (1 = stochastic, as GCDR)
+
+    def model_config(self) -> TeacherModelConfig:
+        return TeacherModelConfig(
+            encoder=self.encoder, encoder_width=self.encoder_width, unet_channels=self.unet_channels,
+            channel_mult=tuple(self.channel_mult), layers_per_block=self.layers_per_block,
+            attention_levels=tuple(self.attention_levels), attention_head_dim=self.attention_head_dim,
+            norm_groups=self.norm_groups, num_train_timesteps=self.num_train_timesteps,
+            beta_start=self.beta_start, beta_end=self.beta_end, scale=self.scale,
+        )
+
+
+@dataclass
+class RefineConfig:
+    """The ``refine:`` section (make refine T=250 STEPS=2 SAMPLES=1 METHOD=gcdr|none|argmax)."""
+
+    method: str = "gcdr"                   # gcdr (diffusion refinement) | none (raw Grad-CAM) | argmax
+    T: int = 250                           # denoise_steps N: start noise level (0 = input, 500 = pure noise)
+    steps: int = 2                         # DDIM steps from T down to 0
+    samples: int = 1                       # refinements averaged per person
+    batch_size: int = 64
+    seed: int = 0
+    eta: float = 1.0                       # DDIM eta
+    semantics: str = "intended"            # intended | as_coded (see gcdr.teacher.diffusion)
+    teacher: str | None = None             # model dir (save_pretrained); None = <teacher_dir>/model
+    split: str | None = None               # None = gradcam.split
+    previews: int = 50                     # PNG overlays for the first N persons (-1 = all)
+    num_workers: int = 0
+    cpu_threads: int | None = None         # torch threads on a CPU (None = torch's default; 1 on a shared box)

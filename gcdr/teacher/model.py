@@ -1,0 +1,282 @@
+"""The GCDR diffusion teacher: a VAT encoder, a context pyramid and a diffusers U-Net that predicts x0.
+
+Layout (METHOD_FACTS 6.1-6.4)::
+
+    scene [B,3,224,224] + head channel [B,1,224,224], face [B,3,224,224]
+      -> feat_extractor (VATEncoder)                    [B, C_enc, 7, 7]   (2048 for resnet50)
+      -> compress_conv1 1x1 + compress_bn1 + ReLU        [B, ch[-1], 7, 7]  (256 official)
+      -> context pyramid c3 = nearest 7 -> 8             [B, ch[3], 8, 8]
+                         c2 = upsample_2 (ConvT k2 s2) + upsample2_bn + ReLU   [B, ch[2], 16, 16]
+                         c1, c0 likewise                 [B, ch[1], 32, 32], [B, ch[0], 64, 64]
+    noisy heatmap [B,1,64,64] in [0,1], timestep [B] -> unet (diffusers UNet2DModel) -> x0 [B,1,64,64]
+
+with ch = unet_channels x channel_mult (official 64 x (1, 2, 3, 4) = 64/128/192/256).
+
+How the context reaches the U-Net (the design choice): GCDR adds c_l inside EVERY ResBlock of level l,
+right after the block's first convolution, together with the time embedding (6.3): the 8 ResBlocks on
+the way down, the 2 of the middle block and the 12 on the way up. diffusers has no argument for a
+spatial per-block conditioning, so ``GazeDiffusionTeacher`` registers a forward hook on the
+``conv1`` of every ``ResnetBlock2D`` that adds the context map of that block's level (the hook is bound to
+the level when the model is built; channel counts are checked then). This is exactly the official
+injection point (``conv1(x) + c_l + temb`` = ``conv1(x) + temb + c_l``), keeps the stock
+``UNet2DModel`` (its mid block has the official ResBlock-Attention-ResBlock layout; UNet2DConditionModel's
+attention-free ``UNetMidBlock2D`` does not) and adds no parameters: with the official sizes the teacher
+has 79,230,914 parameters, the count of ``GF_Diffusion_Model_new``. The ControlNet route
+(``down_block_additional_residuals`` of UNet2DConditionModel) was rejected because those residuals are
+only added to the skip connections after the whole down path ran, so the down path and the middle block
+would never see the person, and it needs extra zero-initialised projections.
+Consequence: call the U-Net only through :meth:`GazeDiffusionTeacher.denoise` / ``forward`` (a bare ``teacher.unet``
+call raises, it has no context), and the hooks are not safe for two concurrent forwards of one module
+from two threads.
+
+Differences from the official U-Net that remain: diffusers' attention takes one head width
+(``attention_head_dim``) for all levels where GCDR fixes 4 heads per level (64 at the 192-channel level
+gives 3 heads instead of 4; parameter counts are unaffected); the zero initialisation of each ResBlock's
+last conv, each attention output projection and the output conv is reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention
+from diffusers.models.resnet import ResnetBlock2D
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gcdr.atomic import atomic_path, write_json_atomic
+from gcdr.students.vat import LoadReport, VATEncoder, load_vat_weights
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CLASS = "GazeDiffusionTeacher"
+
+
+@dataclass
+class TeacherModelConfig:
+    """Everything needed to rebuild a teacher (saved as config.json next to its weights).
+
+    encoder:            VATEncoder backbone, "resnet50" (official, 2048-channel fused feature) or "resnet18".
+    encoder_width:      resnet18 pathway width (None = VATEncoder's default 32); must be None for resnet50.
+    Defaults: the CPU demo size (0.9 M parameters); ``official()`` is GCDR's (79.23 M).
+    unet_channels:      U-Net base width; level l has unet_channels * channel_mult[l] channels.
+    channel_mult:       one entry per level; level l works at heatmap_size / 2**l pixels.
+    layers_per_block:   ResBlocks per level on the way down (the way up has one more).
+    attention_levels:   levels with self-attention after each ResBlock (the middle block always has one).
+    attention_head_dim: channels per attention head.
+    norm_groups:        GroupNorm groups (must divide every level's width).
+    num_train_timesteps, beta_start, beta_end: linear beta schedule (GCDR: 500, 2e-4, 4e-2).
+    scale:              heatmaps in [0, 1] map to [-scale, scale] in the diffusion space (GCDR: 2).
+    """
+
+    encoder: str = "resnet18"
+    encoder_width: int | None = 8
+    unet_channels: int = 8
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    layers_per_block: int = 2
+    attention_levels: tuple[int, ...] = (3,)
+    attention_head_dim: int = 8
+    norm_groups: int = 4
+    heatmap_size: int = 64
+    num_train_timesteps: int = 500
+    beta_start: float = 2e-4
+    beta_end: float = 4e-2
+    scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.encoder == "resnet50" and self.encoder_width is not None:
+            raise ValueError("encoder resnet50 is VAT's network with its own widths: set encoder_width to null "
+                             f"(got {self.encoder_width}; encoder_width only sizes the resnet18 stand-in)")
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.attention_levels = tuple(int(level) for level in self.attention_levels)
+        if self.heatmap_size % 2 ** (len(self.channel_mult) - 1):
+            raise ValueError(f"heatmap_size {self.heatmap_size} is not divisible by 2**(levels-1)")
+        for width in self.level_channels:
+            if width % self.norm_groups:
+                raise ValueError(f"norm_groups {self.norm_groups} does not divide level width {width}")
+
+    @classmethod
+    def official(cls) -> TeacherModelConfig:
+        """The GCDR configuration (79.23 M parameters, METHOD_FACTS 6.4)."""
+        return cls(encoder="resnet50", encoder_width=None, unet_channels=64, channel_mult=(1, 2, 3, 4),
+                   attention_levels=(2, 3), attention_head_dim=64, norm_groups=32)
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        return tuple(self.unet_channels * m for m in self.channel_mult)
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        return tuple(self.heatmap_size // 2**level for level in range(len(self.channel_mult)))
+
+
+def _build_unet(config: TeacherModelConfig) -> UNet2DModel:
+    levels = range(len(config.channel_mult))
+    down = tuple("AttnDownBlock2D" if level in config.attention_levels else "DownBlock2D" for level in levels)
+    up = tuple("AttnUpBlock2D" if level in config.attention_levels else "UpBlock2D" for level in reversed(levels))
+    unet = UNet2DModel(
+        sample_size=config.heatmap_size, in_channels=1, out_channels=1,
+        block_out_channels=config.level_channels, down_block_types=down, up_block_types=up,
+        layers_per_block=config.layers_per_block, attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_groups, flip_sin_to_cos=True, freq_shift=0,  # GCDR's [cos | sin] embedding
+        downsample_type="conv", upsample_type="conv", dropout=0.0,
+    )
+    # GCDR zero-initialises each ResBlock's last conv, each attention output and the output conv
+    for module in unet.modules():
+        if isinstance(module, ResnetBlock2D):
+            nn.init.zeros_(module.conv2.weight)
+            nn.init.zeros_(module.conv2.bias)
+        elif isinstance(module, Attention):
+            nn.init.zeros_(module.to_out[0].weight)
+            nn.init.zeros_(module.to_out[0].bias)
+    nn.init.zeros_(unet.conv_out.weight)
+    nn.init.zeros_(unet.conv_out.bias)
+    return unet
+
+
+def _resblock_levels(unet: UNet2DModel) -> list[tuple[ResnetBlock2D, int]]:
+    """Every ResBlock of the U-Net with the pyramid level whose context it receives."""
+    n_levels = len(unet.down_blocks)
+    blocks = [(resnet, level) for level, block in enumerate(unet.down_blocks) for resnet in block.resnets]
+    blocks += [(resnet, n_levels - 1) for resnet in unet.mid_block.resnets]
+    blocks += [(resnet, n_levels - 1 - i) for i, block in enumerate(unet.up_blocks) for resnet in block.resnets]
+    return blocks
+
+
+class _ContextSlot:
+    """The context pyramid of the forward pass in flight; read by the ResBlock hooks."""
+
+    def __init__(self) -> None:
+        self.maps: list[torch.Tensor] | None = None
+
+    def add(self, level: int, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if self.maps is None:
+            raise RuntimeError("the teacher's U-Net needs its context: call GazeDiffusionTeacher.denoise")
+        return output + self.maps[level]  # conv1(x) [B, C_l, S_l, S_l] + c_l
+
+
+class GazeDiffusionTeacher(nn.Module):
+    """GCDR's conditional diffusion model: (scene, head, face) -> context; (x_t, t, context) -> x0.
+
+    ``encode(scene, head_channel, face)`` -> context pyramid [c0 [B,ch0,64,64], ..., c3 [B,ch3,8,8]];
+    ``denoise(noisy_heatmap [B,1,64,64] in [0,1], timesteps [B] long (0-based noise index), context)``
+    -> predicted clean heatmap x0 [B,1,64,64] in [0,1] units (no output activation);
+    ``forward(noisy_heatmap, timesteps, scene, head_channel, face)`` = both in one call.
+    Top-level state-dict keys follow GCDR: ``feat_extractor.*`` (VAT key names), ``compress_conv1``,
+    ``compress_bn1``, ``upsample_{2,1,0}``, ``upsample{2,1,0}_bn``; the U-Net lives under ``unet.*``
+    (diffusers key names, not GCDR's ``diffusion_model.*``).
+    """
+
+    def __init__(self, config: TeacherModelConfig | None = None):
+        super().__init__()
+        self.config = config or TeacherModelConfig()
+        channels = self.config.level_channels
+        self.feat_extractor = VATEncoder(self.config.encoder, width=self.config.encoder_width)
+        self.compress_conv1 = nn.Conv2d(self.feat_extractor.out_channels, channels[-1], kernel_size=1, bias=False)
+        self.compress_bn1 = nn.BatchNorm2d(channels[-1])
+        for level in reversed(range(len(channels) - 1)):  # upsample_2, upsample_1, upsample_0 (official order)
+            self.add_module(f"upsample_{level}", nn.ConvTranspose2d(channels[level + 1], channels[level], 2, 2))
+            self.add_module(f"upsample{level}_bn", nn.BatchNorm2d(channels[level]))
+        self.relu = nn.ReLU(inplace=True)
+        self.unet = _build_unet(self.config)
+
+        self._context = _ContextSlot()
+        for resnet, level in _resblock_levels(self.unet):
+            if resnet.conv1.out_channels != channels[level]:
+                raise AssertionError(f"ResBlock width {resnet.conv1.out_channels} != level {level} context "
+                                     f"{channels[level]}")
+            resnet.conv1.register_forward_hook(partial(self._context.add, level))
+
+    # -------------------------------------------------------------------------------------- forward
+    def encode(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor) -> list[torch.Tensor]:
+        """The context pyramid, index = U-Net level: [[B, ch0, 64, 64], [B, ch1, 32, 32], ...]."""
+        fused = self.feat_extractor(scene, head_channel, face)  # [B, C_enc, 7, 7]
+        top = self.relu(self.compress_bn1(self.compress_conv1(fused)))  # [B, ch[-1], 7, 7]
+        top_size = self.config.level_sizes[-1]
+        pyramid = [F.interpolate(top, size=(top_size, top_size), mode="nearest")]  # [B, ch[-1], 8, 8]
+        for level in reversed(range(len(self.config.channel_mult) - 1)):
+            upsample, norm = getattr(self, f"upsample_{level}"), getattr(self, f"upsample{level}_bn")
+            pyramid.insert(0, self.relu(norm(upsample(pyramid[0]))))  # [B, ch[l], 2 S, 2 S]
+        return pyramid
+
+    def forward(self, noisy_heatmap: torch.Tensor, timesteps: torch.Tensor, scene: torch.Tensor,
+                head_channel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """Encode the person and denoise in one call (training; DDP needs the whole graph in ``forward``).
+
+        noisy_heatmap: [B, 1, 64, 64] network input in [0, 1]; timesteps: [B] long. Returns x0 [B, 1, 64, 64].
+        """
+        return self.denoise(noisy_heatmap, timesteps, self.encode(scene, head_channel, face))
+
+    def denoise(self, noisy_heatmap: torch.Tensor, timesteps: torch.Tensor,
+                context: list[torch.Tensor]) -> torch.Tensor:
+        """x0 prediction [B, 1, 64, 64] for the network input [B, 1, 64, 64] (clamped, mapped to [0, 1]),
+        with a context pyramid from :meth:`encode` (sampling encodes once and denoises several times)."""
+        if len(context) != len(self.config.channel_mult):
+            raise ValueError(f"context has {len(context)} levels, the U-Net {len(self.config.channel_mult)}")
+        self._context.maps = context
+        try:
+            return self.unet(noisy_heatmap, timesteps).sample  # [B, 1, 64, 64]
+        finally:
+            self._context.maps = None
+
+    @staticmethod
+    def repeat_context(context: list[torch.Tensor], times: int) -> list[torch.Tensor]:
+        """Context for ``times`` draws per person: [B, ...] -> [times * B, ...] (draw-major)."""
+        return [c.repeat(times, 1, 1, 1) for c in context]
+
+    # --------------------------------------------------------------------------------------- weights
+    def load_encoder_weights(self, path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> LoadReport:
+        """Initialise ``feat_extractor`` from a VAT state dict (name + shape matching, as GCDR).
+
+        ``missing`` of the report lists encoder keys that were not in the file (empty for the official
+        ``initial_weights_for_spatial_training.pt`` with encoder resnet50).
+        """
+        report = load_vat_weights(self, path_or_state_dict, prefix="feat_extractor.")
+        if report.missing:
+            log.warning("encoder keys not initialised from the VAT weights: %d, e.g. %s", len(report.missing),
+                        report.missing[:3])
+        return report
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (parameters + BatchNorm statistics) atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_json_atomic(directory / CONFIG_FILE, {"model_class": MODEL_CLASS, **dataclasses.asdict(self.config)})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> GazeDiffusionTeacher:
+        """Rebuild a teacher written by :meth:`save_pretrained`; errors name the directory."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        if not config_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(f"not a teacher model directory (need {CONFIG_FILE} and {WEIGHTS_FILE}): "
+                                    f"{directory}")
+        values = json.loads(config_path.read_text())
+        if values.pop("model_class", MODEL_CLASS) != MODEL_CLASS:
+            raise ValueError(f"{config_path} does not describe a {MODEL_CLASS}")
+        model = cls(TeacherModelConfig(**values))
+        state = load_file(str(weights_path), device=str(map_location))
+        model.load_state_dict(state, strict=True)
+        return model
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per part: encoder, context (compress + pyramid), unet, total."""
+        encoder = sum(p.numel() for p in self.feat_extractor.parameters())
+        unet = sum(p.numel() for p in self.unet.parameters())
+        total = sum(p.numel() for p in self.parameters())
+        return {"encoder": encoder, "context": total - encoder - unet, "unet": unet, "total": total}

@@ -1,0 +1,239 @@
+"""The SynthGaze VQA model: a small BLIP trained from scratch to answer "what is the person in the green bounding
+box looking at?" on SynthGaze scenes. It stands in, offline, for the pretrained BLIP VQA model of stage 1.
+
+Which persons it learns from (``synth_vqa.source``):
+  ``independent`` (default) a separate SynthGaze draw (seed ``synth.seed + 1000``, ``synth_vqa.persons`` train
+                persons, written under ``<out_root>/synth_vqa_data``). Like BLIP, pretrained on other images, the
+                model never sees the stage's own persons or their answers, so stage-1 maps on the unlabeled
+                split carry no leaked labels.
+  ``labeled``   the labeled split only (answers known in the semi-supervised protocol; few persons).
+  ``train``     every train person, labeled and unlabeled: leaks the unlabeled persons' target names into the
+                pseudo-labels (an upper bound, for ablations only; a warning says so).
+Answers: the target object's name from the meta column (``synth:target=cup`` -> "cup"). Out-of-frame persons
+(``synth:target=none``) are skipped: their honest answer would be "nothing", which has no location to explain,
+and GCDR drops out-of-frame persons from pseudo-labelling anyway (METHOD_FACTS 8.3).
+Prompts are built by the same code as stage 1 (gcdr.vqa.prompt), so training and Grad-CAM see the same inputs.
+Learning from the answers alone is far too slow for a from-scratch ViT on a CPU budget (the model stays at the
+answer prior for 800+ steps), so the training persons' gaze points also supervise the text encoder's
+cross-attention (``attention_weight``; gcdr.vqa.train): the stand-in model learns where to look from the
+independent draw, and stage 1 then reads that learned, imperfect attention through Grad-CAM.
+Accuracy = exact match of the greedy answer on the in-frame persons of the SynthGaze test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gcdr import paths
+from gcdr.atomic import write_json_atomic
+from gcdr.config import section
+from gcdr.data.sample import PersonSample
+from gcdr.provenance import write_provenance
+from gcdr.vqa.blip import VqaConfig, as_vqa, build_blip_from_scratch, pick_device
+from gcdr.vqa.prompt import person_prompt
+from gcdr.vqa.train import VqaExamples, answer_accuracy, preprocess_images, train_vqa
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("independent", "labeled", "train")
+INDEPENDENT_SEED_OFFSET = 1000
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class SynthVqaConfig:
+    """Config section ``synth_vqa:`` (``make synth-vqa``).
+
+    epochs, batch_size, lr, seed: training; image_size: square BLIP input in pixels; patch_size: ViT patch
+    (Grad-CAM grid = image_size // patch_size); hidden_size, vision_layers, text_layers, heads: architecture.
+    source: ``independent`` | ``labeled`` | ``train`` (see the module docstring); persons: size of the
+    independent draw; max_minutes: wall-clock cap on training (stops early, logged); label_smoothing: of the
+    answer loss (keeps answer probabilities below 1, where Grad-CAM's gradients would vanish); attention_weight:
+    weight of the attention supervision of the text encoder's cross-attention layer ``gradcam.layer`` towards the
+    training persons' gaze points (0 = answers only; see gcdr.vqa.train).
+    """
+
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.0005
+    image_size: int = 96
+    seed: int = 0
+    patch_size: int = 8
+    hidden_size: int = 128
+    vision_layers: int = 4
+    text_layers: int = 2
+    heads: int = 4
+    source: str = "independent"
+    persons: int = 3000
+    max_minutes: float = 10.0
+    label_smoothing: float = 0.1
+    attention_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"synth_vqa.source = {self.source!r}; choose one of {list(SOURCES)}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"synth_vqa.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words and punctuation marks as BERT's pre-tokenizer splits them."""
+    return re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text.lower())
+
+
+def answer_of(sample: PersonSample) -> str | None:
+    """The SynthGaze answer of a person: its target object's name; None when out of frame or not SynthGaze."""
+    from gcdr.data.synthgaze import target_name
+
+    return target_name(sample.meta)
+
+
+def build_examples(samples: Sequence[PersonSample], processor, vqa_cfg: VqaConfig,
+                   progress: bool = True) -> tuple[VqaExamples, list[PersonSample]]:
+    """Prompt images (box drawn as in stage 1) + question + answer (+ gaze point) for every sample with an answer.
+
+    Returns the examples and the samples kept (same order).
+    """
+    from gcdr.data.images import load_image_rgb
+
+    kept = [s for s in samples if answer_of(s) is not None]
+    images, questions = [], []
+    cache: dict[str, np.ndarray] = {}
+    for sample in tqdm(kept, desc="prompts", unit="person", disable=not progress):
+        if sample.image_path not in cache:
+            cache = {sample.image_path: load_image_rgb(sample.image_path)}  # persons of an image are adjacent
+        prompt = person_prompt(cache[sample.image_path], sample, vqa_cfg.question, vqa_cfg.fallback_question,
+                               vqa_cfg.mark)
+        images.append(prompt.image_rgb)
+        questions.append(prompt.question)
+    pixels = preprocess_images(processor, images) if images else None
+    points = torch.tensor(np.stack([s.mean_gaze_point_norm for s in kept]) if kept else np.zeros((0, 2)),
+                          dtype=torch.float32)  # [N, 2] where each person looks (attention supervision)
+    return VqaExamples(pixels, questions, [answer_of(s) for s in kept], points), kept
+
+
+def _independent_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool) -> list[PersonSample]:
+    from gcdr.data.gazefollow import read_gazefollow
+    from gcdr.data.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze
+
+    synth = section(cfg, "synth", SynthConfig)
+    draw = dataclasses.replace(synth, seed=synth.seed + INDEPENDENT_SEED_OFFSET, train_persons=train_cfg.persons,
+                               test_persons=0)
+    data_dir = paths.out_root(cfg) / "synth_vqa_data"
+    generate_synthgaze(data_dir, draw, progress=progress)
+    return read_gazefollow(data_dir / TRAIN_PERSONDET_FILE, data_dir)
+
+
+def training_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool = True) -> list[PersonSample]:
+    """The persons the SynthGaze VQA model learns from (``synth_vqa.source``), before dropping unanswerable ones."""
+    from gcdr.data import load_samples
+
+    if train_cfg.source == "independent":
+        return _independent_samples(cfg, train_cfg, progress)
+    if train_cfg.source == "train":
+        log.warning("synth_vqa.source=train: the VQA model learns the unlabeled persons' answers "
+                    "(label leakage into stage 1; use for upper-bound ablations only)")
+    return load_samples(cfg, train_cfg.source)
+
+
+def vocabulary(vqa_cfg: VqaConfig) -> list[str]:
+    """Tokenizer words: the question words (both questions) + SynthGaze's object names + "nothing"."""
+    from gcdr.data.synthgaze import OBJECT_NAMES
+
+    return list(dict.fromkeys(words_of(vqa_cfg.question) + words_of(vqa_cfg.fallback_question)
+                              + list(OBJECT_NAMES) + ["nothing"]))
+
+
+def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    """Move ``tmp_dir`` onto ``out_dir`` (the old directory is removed only after the new one is complete)."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp_dir.rename(out_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _supervised_layer(cfg: dict[str, Any]) -> int:
+    """The text-encoder layer whose cross-attention is supervised: ``gradcam.layer`` for the cross_attention
+    Grad-CAM (the maps stage 1 reads), else -2."""
+    from gcdr.vqa.gradcam import CROSS_ATTENTION, GradcamConfig
+
+    cam_cfg = section(cfg, "gradcam", GradcamConfig)
+    return cam_cfg.layer if cam_cfg.method == CROSS_ATTENTION else -2
+
+
+def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Train the SynthGaze VQA model and save it (model + processor, ``save_pretrained``) to ``vqa.model``.
+
+    Writes ``metrics.json`` (test accuracy, counts, timings) and ``provenance.json`` into the model directory;
+    the directory appears atomically (built in a temporary sibling, then renamed). Returns the metrics.
+    """
+    vqa_cfg = section(cfg, "vqa", VqaConfig)
+    train_cfg = section(cfg, "synth_vqa", SynthVqaConfig)
+    from gcdr.data import load_samples
+
+    start = time.perf_counter()
+    torch.manual_seed(train_cfg.seed)
+    model, processor = build_blip_from_scratch(
+        vocabulary(vqa_cfg), image_size=train_cfg.image_size, patch_size=train_cfg.patch_size,
+        hidden_size=train_cfg.hidden_size, vision_layers=train_cfg.vision_layers,
+        text_layers=train_cfg.text_layers, heads=train_cfg.heads, seed=train_cfg.seed)
+    vqa = as_vqa(model, processor, pick_device(vqa_cfg.device), model_id="synth_vqa")
+
+    train_examples, train_kept = build_examples(training_samples(cfg, train_cfg, progress), processor, vqa_cfg,
+                                                progress)
+    if len(train_examples) == 0:
+        raise ValueError(f"synth_vqa: no training person has a SynthGaze answer (source={train_cfg.source})")
+    test_examples, _ = build_examples(load_samples(cfg, "test"), processor, vqa_cfg, progress)
+    log.info("synth_vqa: %d training persons (%s), %d test persons", len(train_examples), train_cfg.source,
+             len(test_examples))
+    training = train_vqa(vqa, train_examples, train_cfg.epochs, train_cfg.batch_size, train_cfg.lr,
+                         seed=train_cfg.seed, progress=progress, max_seconds=60 * train_cfg.max_minutes,
+                         label_smoothing=train_cfg.label_smoothing, attention_weight=train_cfg.attention_weight,
+                         attention_layer=_supervised_layer(cfg))
+    train_eval_n = min(len(train_examples), 500)
+    train_accuracy = answer_accuracy(vqa, VqaExamples(train_examples.pixel_values[:train_eval_n],
+                                                      train_examples.questions[:train_eval_n],
+                                                      train_examples.answers[:train_eval_n]))["accuracy"]
+    test = answer_accuracy(vqa, test_examples) if len(test_examples) else {"accuracy": float("nan"), "n": 0,
+                                                                            "answers": []}
+    majority = max(set(train_examples.answers), key=train_examples.answers.count)
+    metrics = {
+        "test_accuracy": test["accuracy"], "test_persons": test["n"],
+        "train_accuracy_first500": train_accuracy, "train_persons": len(train_examples),
+        "majority_answer": majority,
+        "majority_baseline_test": float(np.mean([a == majority for a in test_examples.answers]))
+        if len(test_examples) else float("nan"),
+        "source": train_cfg.source, **training, "total_seconds": time.perf_counter() - start,
+        "grid_hw": list(vqa.patch_grid_hw),
+    }
+    out_dir = Path(vqa_cfg.model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp_dir.exists():
+        shutil.rmtree(tmp_dir)
+    vqa.model.save_pretrained(tmp_dir)
+    processor.save_pretrained(tmp_dir)
+    write_json_atomic(tmp_dir / METRICS_FILE, metrics)
+    write_provenance(tmp_dir, "synth_vqa", cfg, model="BlipForQuestionAnswering (from scratch)",
+                     training_persons=len(train_kept), metrics=metrics)
+    _replace_dir(tmp_dir, out_dir)
+    log.info("synth_vqa: test accuracy %.3f on %d persons (majority baseline %.3f), %d steps in %.0f s -> %s",
+             metrics["test_accuracy"], metrics["test_persons"], metrics["majority_baseline_test"],
+             metrics["steps"], metrics["seconds"], out_dir)
+    return metrics

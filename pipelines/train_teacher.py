@@ -1,0 +1,342 @@
+"""Stage 2a (`make train-teacher`): train the GCDR diffusion teacher on the labeled split.
+
+    make train-teacher RATIO=0.1 [MEAN_TEACHER=1]
+    python -m pipelines.train_teacher --config configs/synthgaze.yaml --set split.ratio=0.1
+    accelerate launch --num_processes 2 -m pipelines.train_teacher ...        (NPROC=2 make train-teacher)
+
+Supervised (METHOD_FACTS 6.6): every labeled in-frame person of the split; each step noises the Gaussian
+ground truth to t ~ U{0..499} (scaled space, one eps per person), the network predicts x0 from the
+clamped [0, 1]-mapped input, loss = per-person 64x64 MSE averaged x 10000 (Adam, no schedule).
+Mean teacher (``teacher.mean_teacher: true``, METHOD_FACTS 7): batches of unlabeled persons + labeled
+ones; an EMA copy of the model samples x0 from pure noise (DDIM, ``teacher_steps``) and the student's
+one-shot prediction from pure noise must match it (KL over the 4096 pixels, weight ramped up over
+``consistency_rampup_epochs``); labeled rows keep the supervised loss. The model saved is the student.
+
+Validation every ``val_every`` epochs (and after the last): DDIM with ``val_steps`` steps from pure noise
+(fixed noise per person, so epochs compare) for the first ``val_max_persons`` persons of the TEST split,
+scored with gcdr.metrics.evaluate (AUC, avg / min L2). The test split is used, as GCDR does, because
+holding out part of a 10 % labeled split would shrink it further; nothing is selected on these numbers
+(the exported model is always the last epoch's), so they are a learning curve, not a tuned result.
+
+Outputs in gcdr.paths.teacher_dir(cfg) (``--out`` overrides):
+
+    model/          the latest weights, GazeDiffusionTeacher.save_pretrained (what `make refine` loads)
+    checkpoint.pt   model, EMA model, optimiser, epoch, step, history (atomic, every epoch): the resume point
+    log.csv, tb/    one row per epoch (losses, EMA decay, consistency weight, validation), TensorBoard
+    provenance.json
+
+Resuming: a run restarts from checkpoint.pt at the next epoch; randomness is re-derived from
+(seed, epoch, process) at the start of every epoch, so a resumed run continues as an uninterrupted one.
+Budget fields (epochs, validation settings, workers) may change between runs; any other change of the
+``teacher:`` section needs ``--restart``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gcdr import paths
+from gcdr.atomic import atomic_path
+from gcdr.config import add_config_args, config_from_args, section
+from gcdr.data import load_samples
+from gcdr.data.dataset import GazeDataset, gaze_collate
+from gcdr.metrics import evaluate
+from gcdr.provenance import write_provenance
+from gcdr.students.vat import heatmap_mse_loss
+from gcdr.teacher.config import TeacherConfig
+from gcdr.teacher.diffusion import (
+    make_ddim_scheduler,
+    make_train_scheduler,
+    noise_for_samples,
+    normalize_batch,
+    sample_from_noise,
+    training_inputs,
+)
+from gcdr.teacher.mean_teacher import (
+    TwoStreamBatchSampler,
+    consistency_loss,
+    consistency_weight,
+    make_ema_teacher,
+    update_ema,
+)
+from gcdr.teacher.model import GazeDiffusionTeacher
+
+log = logging.getLogger("gcdr.train_teacher")
+
+STAGE = "train-teacher"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_DIR = "model"
+# Fields that may change when a run is resumed (the budget); any other change needs --restart.
+BUDGET_FIELDS = ("epochs", "val_every", "val_split", "val_steps", "val_max_persons", "num_workers", "cpu_threads")
+
+
+def cpu_processes() -> bool:
+    """True for a multi-process launch (torchrun / `accelerate launch --multi_gpu`) on a machine without CUDA:
+    Accelerate then needs ``cpu=True`` to join the processes with gloo (else each one runs as rank 0 of 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def build_teacher(teacher: TeacherConfig) -> GazeDiffusionTeacher:
+    """A fresh teacher; the encoder initialised from ``init_weights`` when given (VAT name + shape matching)."""
+    model = GazeDiffusionTeacher(teacher.model_config())
+    if teacher.init_weights:
+        report = model.load_encoder_weights(teacher.init_weights)
+        log.info("encoder initialised from %s: %d tensors loaded, %d encoder keys missing, %d file keys unused",
+                 teacher.init_weights, len(report.loaded), len(report.missing), len(report.unexpected))
+    return model
+
+
+def fingerprint(teacher: TeacherConfig) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(teacher).items() if k not in BUDGET_FIELDS}
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.default_rng([seed, epoch, rank]).integers(2**62))
+
+
+def supervised_batches(n_samples: int, batch_size: int, seed: int, epoch: int, rank: int,
+                       world: int) -> list[list[int]]:
+    """This process's batches of one epoch: a seeded permutation cut into batches, dealt round-robin.
+
+    Every process gets the same number of batches (DDP needs it); a last batch of one person is dropped
+    (BatchNorm cannot normalise a single sample).
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n_samples)
+    batches = [order[i:i + batch_size].tolist() for i in range(0, n_samples, batch_size)]
+    if batches and len(batches[-1]) < 2:
+        batches.pop()
+    per_process = len(batches) // world
+    return batches[rank::world][:per_process]
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+@torch.no_grad()
+def validate(model: GazeDiffusionTeacher, dataset: GazeDataset, teacher: TeacherConfig,
+             device: torch.device, progress: bool = True) -> dict[str, float]:
+    """DDIM from pure noise (``val_steps`` steps, noise fixed per person) for every person of ``dataset``,
+    min-max normalised, scored with gcdr.metrics.evaluate (gazefollow protocol "gcdr")."""
+    was_training = model.training
+    model.eval()
+    ddim = make_ddim_scheduler(model.config)
+    loader = DataLoader(dataset, batch_size=teacher.batch_size, shuffle=False, num_workers=teacher.num_workers,
+                        collate_fn=gaze_collate)
+    heatmaps, indices = [], []
+    for batch in tqdm(loader, desc="validate", leave=False, disable=not progress):
+        ids = [dataset.samples[i].sample_id for i in batch["index"].tolist()]
+        noise = noise_for_samples(ids, teacher.seed, draws=1, steps=teacher.val_steps)[0]
+        context = model.encode(batch["scene"].to(device), batch["head_channel"].to(device), batch["face"].to(device))
+        x0 = sample_from_noise(model, ddim, context, teacher.val_steps, teacher.eta, noise=noise)  # [B, 64, 64]
+        heatmaps.append(normalize_batch(x0).cpu())
+        indices += batch["index"].tolist()
+    model.train(was_training)
+    samples = [dataset.sample(i) for i in indices]
+    metrics = evaluate(torch.cat(heatmaps).numpy(), samples, dataset="gazefollow", protocol="gcdr")
+    return {f"val_{k}": float(metrics[k]) for k in ("auc", "avg_l2", "min_l2", "n")}
+
+
+def validation_dataset(cfg: dict[str, Any], teacher: TeacherConfig) -> GazeDataset | None:
+    """The first ``val_max_persons`` in-frame persons of the test split (None with val_split "none")."""
+    if teacher.val_split == "none":
+        return None
+    if teacher.val_split != "test":
+        raise ValueError(f"teacher.val_split must be 'test' or 'none', got {teacher.val_split!r}")
+    samples = [s for s in load_samples(cfg, "test") if s.has_gaze]
+    if teacher.val_max_persons > 0:
+        samples = samples[: teacher.val_max_persons]
+    on_error = (cfg.get("dataset") or {}).get("on_error", "raise")
+    return GazeDataset(samples, train=False, style="vat", labeled=True, on_error=on_error) if samples else None
+
+
+def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the teacher of ``cfg`` into ``out_dir``; returns the last history row."""
+    teacher = section(cfg, "teacher", TeacherConfig)
+    accelerator = Accelerator(cpu=cpu_processes())
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if teacher.cpu_threads and device.type == "cpu":
+        torch.set_num_threads(teacher.cpu_threads)
+    show = progress and accelerator.is_local_main_process
+    on_error = (cfg.get("dataset") or {}).get("on_error", "raise")
+
+    labeled = [s for s in load_samples(cfg, "labeled") if s.has_gaze]  # only in-frame rows carry a loss
+    unlabeled = load_samples(cfg, "unlabeled") if teacher.mean_teacher else []
+    if not labeled:
+        raise ValueError("no labeled in-frame persons in the split: nothing to train the teacher on")
+    train_ds = GazeDataset(labeled + unlabeled, train=True, style="vat",
+                           labeled=[True] * len(labeled) + [False] * len(unlabeled), on_error=on_error,
+                           seed=teacher.seed)
+    n_labeled = sum(train_ds.labeled)
+    val_ds = validation_dataset(cfg, teacher) if accelerator.is_main_process else None
+
+    model = build_teacher(teacher)
+    ema = make_ema_teacher(model) if teacher.mean_teacher else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=teacher.lr, weight_decay=teacher.weight_decay)
+    start_epoch, global_step, history = 0, 0, []
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    if checkpoint_path.is_file() and not restart:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if checkpoint["fingerprint"] != fingerprint(teacher):
+            changed = sorted(k for k in fingerprint(teacher) if checkpoint["fingerprint"].get(k) != fingerprint(teacher)[k])
+            raise ValueError(f"{checkpoint_path} was trained with other teacher settings ({changed}); "
+                             "pass --restart to start over or --out for a new folder")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        start_epoch, global_step, history = checkpoint["epoch"], checkpoint["global_step"], checkpoint["history"]
+        log.info("resuming %s at epoch %d (step %d)", checkpoint_path, start_epoch, global_step)
+    if start_epoch >= teacher.epochs:
+        log.info("%s: already trained for %d epochs (teacher.epochs=%d); nothing to do", out_dir, start_epoch,
+                 teacher.epochs)
+        return history[-1] if history else {}
+
+    counts = model.parameter_counts()
+    details = dict(labeled_persons=n_labeled, unlabeled_persons=len(unlabeled), processes=world,
+                   parameters=counts, model_config=dataclasses.asdict(model.config),
+                   validation_persons=len(val_ds) if val_ds is not None else 0)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_provenance(out_dir, STAGE, cfg, status="running", **details)
+        log.info("teacher %s: %s parameters; %d labeled%s persons; %d epochs from %d -> %s", teacher.encoder,
+                 f"{counts['total']:,}", n_labeled,
+                 f" + {len(unlabeled)} unlabeled (mean teacher)" if ema is not None else "", teacher.epochs,
+                 start_epoch, out_dir)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    if ema is not None:
+        ema.to(device)
+    train_scheduler = make_train_scheduler(unwrapped.config)
+    ddim = make_ddim_scheduler(unwrapped.config)
+    scale = unwrapped.config.scale
+    writer = None
+    if accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=global_step)
+
+    two_stream = None
+    if ema is not None:
+        two_stream = TwoStreamBatchSampler(range(n_labeled, len(train_ds)), range(n_labeled), teacher.batch_size,
+                                           teacher.labeled_batch_size, seed=teacher.seed)
+    for epoch in range(start_epoch, teacher.epochs):
+        torch.manual_seed(epoch_seed(teacher.seed, epoch, rank))
+        train_ds.set_epoch(epoch)
+        if two_stream is not None:
+            two_stream.set_epoch(epoch)
+            all_batches = list(two_stream)
+            batches = all_batches[rank::world][: len(all_batches) // world]
+        else:
+            batches = supervised_batches(len(train_ds), teacher.batch_size, teacher.seed, epoch, rank, world)
+        if not batches:
+            raise ValueError(f"{len(train_ds)} persons give no batch of {teacher.batch_size} per process")
+        loader = DataLoader(train_ds, batch_sampler=batches, num_workers=teacher.num_workers,
+                            collate_fn=gaze_collate)
+        model.train()
+        weight = consistency_weight(epoch, teacher.consistency_weight, teacher.consistency_rampup_epochs)
+        sums = {"loss": 0.0, "supervised_loss": 0.0, "consistency_loss": 0.0}
+        decay = float("nan")
+        start = time.perf_counter()
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{teacher.epochs}", leave=False, disable=not show):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            scene, head, face = batch["scene"], batch["head_channel"], batch["face"]
+            target, has_target = batch["target_heatmap_64"], batch["has_target"]
+            pure_noise = ~batch["is_labeled"] if ema is not None else None
+            x_in, timesteps = training_inputs(train_scheduler, target, scale, pure_noise=pure_noise)
+            prediction = model(x_in, timesteps, scene, head, face).squeeze(1)  # [B, 64, 64]
+            supervised = heatmap_mse_loss(prediction, target, has_target)
+            loss = supervised
+            consistency = torch.zeros((), device=device)
+            if ema is not None:
+                with torch.no_grad():
+                    ema.train()  # GCDR samples the teacher in train mode (BatchNorm batch statistics)
+                    target_ema = sample_from_noise(ema, ddim, ema.encode(scene, head, face), teacher.teacher_steps,
+                                                   teacher.eta)  # [B, 64, 64]
+                # in-frame rows by the annotation's flag (unknown = -1 counts), as GCDR (METHOD_FACTS 7)
+                consistency = consistency_loss(prediction, target_ema, batch["inout"] != 0, teacher.consistency)
+                loss = supervised + weight * consistency
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            if ema is not None:
+                decay = update_ema(ema, unwrapped, global_step, teacher.ema_decay, teacher.ema_ramp_every)
+            global_step += 1
+            sums["loss"] += loss.item()
+            sums["supervised_loss"] += supervised.item()
+            sums["consistency_loss"] += consistency.item()
+            if writer is not None:
+                writer.add_scalar("train/loss", loss.item(), global_step)
+        means = accelerator.reduce(torch.tensor([v / len(batches) for v in sums.values()], device=device), "mean")
+        row = {"epoch": epoch + 1, "step": global_step, **dict(zip(sums, means.tolist())),
+               "consistency_weight": weight if ema is not None else 0.0, "ema_decay": decay,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 2)}
+        last_epoch = epoch + 1 == teacher.epochs
+        if accelerator.is_main_process and val_ds is not None and (
+                last_epoch or (teacher.val_every > 0 and (epoch + 1) % teacher.val_every == 0)):
+            row.update(validate(unwrapped, val_ds, teacher, device, progress=show))
+        history.append(row)
+        if accelerator.is_main_process:
+            save_checkpoint(out_dir, unwrapped, ema, optimizer, teacher, epoch + 1, global_step, history)
+            write_history(out_dir / "log.csv", history)
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, float) and math.isfinite(value):
+                    writer.add_scalar(f"epoch/{key}", value, epoch + 1)
+            writer.flush()
+            log.info("epoch %d/%d: %s", epoch + 1, teacher.epochs,
+                     ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                               if k != "epoch"))
+        accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        writer.close()
+        write_provenance(out_dir, STAGE, cfg, status="done", epochs_done=teacher.epochs, last=history[-1],
+                         model_dir=str(out_dir / MODEL_DIR), **details)
+    accelerator.wait_for_everyone()
+    return history[-1]
+
+
+def save_checkpoint(out_dir: Path, model: GazeDiffusionTeacher, ema: GazeDiffusionTeacher | None, optimizer,
+                    teacher: TeacherConfig, epoch: int, global_step: int, history: list[dict[str, Any]]) -> None:
+    """checkpoint.pt (atomic) + the exported model/ directory."""
+    state = {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+             "optimizer": optimizer.state_dict(), "epoch": epoch, "global_step": global_step,
+             "history": history, "fingerprint": fingerprint(teacher)}
+    with atomic_path(out_dir / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+    model.save_pretrained(out_dir / MODEL_DIR)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--out", default=None, help="output folder (default: gcdr.paths.teacher_dir)")
+    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    out_dir = Path(args.out) if args.out else paths.teacher_dir(cfg)
+    return train(cfg, out_dir, restart=args.restart, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Refining Grad-CAM maps with the teacher (gcdr.teacher.diffusion) and the refine / train-teacher stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+from gcdr.data.transforms import gaussian_heatmap_64
+from gcdr.pseudolabels import PseudoLabel, PseudoLabelFolder, PseudoLabelWriter, finalize, normalize_heatmap
+from gcdr.teacher.diffusion import (
+    make_ddim_scheduler,
+    network_input,
+    noise_for_samples,
+    normalize_batch,
+    refine_heatmaps,
+)
+from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
+
+TINY = TeacherModelConfig(encoder_width=8, unet_channels=8, channel_mult=(1, 2, 2, 2), attention_head_dim=8,
+                          norm_groups=4, attention_levels=(3,))
+IDS = ["p0", "p1", "p2", "p3"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP threads otherwise wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_context():
+    torch.manual_seed(0)
+    model = GazeDiffusionTeacher(TINY)
+    with torch.no_grad():
+        for parameter in model.parameters():  # give the zero-initialised layers values: every input matters
+            if not parameter.any():
+                parameter.normal_(0.0, 0.05)
+        model.eval()
+        generator = torch.Generator().manual_seed(0)
+        scene = torch.randn(4, 3, 224, 224, generator=generator)
+        face = torch.randn(4, 3, 224, 224, generator=generator)
+        head = torch.zeros(4, 1, 224, 224)
+        for i in range(4):
+            head[i, 0, 30 * i:30 * i + 40, 50:90] = 1
+        context = model.encode(scene, head, face)
+    return model, context
+
+
+def blob(x: float, y: float) -> torch.Tensor:
+    return torch.from_numpy(gaussian_heatmap_64((x, y)))
+
+
+def priors() -> torch.Tensor:
+    return torch.stack([blob(0.2, 0.3), blob(0.7, 0.6), blob(0.5, 0.1), blob(0.9, 0.9)]) * 0.8 + 0.1
+
+
+def run_refine(teacher_and_context, prior, T, steps=2, draws=1, seed=0, ids=IDS, semantics="intended"):
+    model, context = teacher_and_context
+    noises = noise_for_samples(ids, seed, draws, steps)
+    return refine_heatmaps(model, make_ddim_scheduler(model.config), context, prior, T, steps, noises,
+                           semantics=semantics)[0]
+
+
+def test_t0_returns_the_input(teacher_and_context):
+    prior = priors()
+    refined = run_refine(teacher_and_context, prior, T=0)
+    assert torch.allclose(refined, normalize_batch(prior), atol=1e-6)
+    assert torch.allclose(refined, (prior - 0.1) / 0.8, atol=1e-5)
+
+
+def test_maximum_t_ignores_the_input(teacher_and_context):
+    first = run_refine(teacher_and_context, priors(), T=500)
+    second = run_refine(teacher_and_context, torch.rand(4, 64, 64), T=500)
+    assert torch.equal(first, second)
+    assert torch.equal(first, run_refine(teacher_and_context, priors(), T=800))  # capped at 500
+
+
+def test_intermediate_t_depends_on_input_and_is_normalised(teacher_and_context):
+    prior = priors()
+    refined = run_refine(teacher_and_context, prior, T=100)
+    other = run_refine(teacher_and_context, torch.roll(prior, 20, dims=2), T=100)
+    assert not torch.allclose(refined, other, atol=1e-4)
+    assert refined.shape == (4, 64, 64)
+    assert torch.allclose(refined.flatten(1).min(1).values, torch.zeros(4), atol=1e-6)
+    assert torch.allclose(refined.flatten(1).max(1).values, torch.ones(4), atol=1e-6)
+
+
+def test_same_seed_same_output_whatever_the_batch(teacher_and_context):
+    model, context = teacher_and_context
+    prior = priors()
+    first = run_refine(teacher_and_context, prior, T=250, draws=2)
+    assert torch.equal(first, run_refine(teacher_and_context, prior, T=250, draws=2))
+    assert not torch.allclose(first, run_refine(teacher_and_context, prior, T=250, draws=2, seed=1), atol=1e-4)
+    scheduler = make_ddim_scheduler(model.config)
+    halves = [refine_heatmaps(model, scheduler, [c[rows] for c in context], prior[rows], 250, 2,
+                              noise_for_samples([IDS[r] for r in rows], 0, 2, 2))[0] for rows in ([0, 1], [2, 3])]
+    assert torch.allclose(torch.cat(halves), first, atol=1e-5)
+
+
+def test_as_coded_sampler_feeds_double_mapped_inputs(teacher_and_context):
+    model, context = teacher_and_context
+    seen: list[torch.Tensor] = []
+    handle = model.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        run_refine(teacher_and_context, priors(), T=250, semantics="as_coded")
+        as_coded, seen[:] = list(seen), []
+        run_refine(teacher_and_context, priors(), T=250, semantics="intended")
+        intended = list(seen)
+    finally:
+        handle.remove()
+    assert len(as_coded) == len(intended) == 2
+    for inputs in as_coded:  # METHOD_FACTS 6.7: the as-coded state is mapped twice -> [0.5, 0.75]
+        assert inputs.min() >= 0.5 - 1e-6 and inputs.max() <= 0.75 + 1e-6
+    assert intended[0].min() < 0.3 and intended[0].max() > 0.7  # mapped once: the full [0, 1] range
+    assert torch.equal(intended[0], network_input(intended[0] * 4 - 2, 2.0))
+
+
+# ------------------------------------------------------------------------------------------- stages
+@pytest.fixture(scope="module")
+def synth_cfg(tmp_path_factory):
+    """A 24-person SynthGaze with a 50 % split, a Grad-CAM-like folder (one invalid, one missing person)
+    and a tiny saved teacher."""
+    from gcdr.config import load_config
+    from gcdr.data import load_samples
+    from gcdr.data.splits import make_split
+
+    root = tmp_path_factory.mktemp("stage2")
+    generate_synthgaze(root / "data", SynthConfig(train_persons=24, test_persons=4, test_annotators=3),
+                       progress=False)
+    overrides = [f"out_root={root / 'out'}", f"dataset.root={root / 'data'}", f"split.dir={root / 'splits'}",
+                 "split.ratio=0.5", "refine.batch_size=3", "refine.previews=2"]
+    cfg = load_config(None, overrides)
+    make_split(root / "data" / cfg["dataset"]["train_file"], 0.5, 0, root / "splits" / "seed0")
+    unlabeled = load_samples(cfg, "unlabeled")
+    rng = np.random.default_rng(0)
+    with PseudoLabelWriter(root / "gradcam", chunk_size=5) as writer:
+        for i, sample in enumerate(unlabeled[:-1]):  # the last person is missing from the folder
+            raw = np.zeros((6, 8), np.float32) if i == 1 else rng.random((6, 8)).astype(np.float32)
+            heatmap = normalize_heatmap(np.kron(raw, np.ones((11, 8)))[:64, :64])  # [64, 64]
+            writer.add(PseudoLabel(sample.sample_id, heatmap, valid=i != 1, invalid_reason="all_zero" if i == 1 else "",
+                                   raw_map=raw, answer="cup", key_noun="cup", image_path=sample.image_path,
+                                   head_box_xyxy_px=sample.head_box_xyxy_px))
+    finalize(root / "gradcam")
+    torch.manual_seed(0)
+    GazeDiffusionTeacher(TINY).save_pretrained(root / "untrained_teacher")  # predicts 0 everywhere
+    trained = GazeDiffusionTeacher(TINY)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if not parameter.any():
+                parameter.normal_(0.0, 0.05)
+    trained.save_pretrained(root / "teacher")
+    cfg["refine"]["teacher"] = str(root / "teacher")
+    return cfg, root, unlabeled
+
+
+def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
+    from pipelines import refine
+
+    cfg, root, unlabeled = synth_cfg
+    out = root / "refined"
+    summary = refine.run(cfg, src=root / "gradcam", out=out, progress=False)
+    assert summary["persons"] == len(unlabeled) and summary["missing"] == 0
+    assert summary["invalid_reasons"] == {"all_zero": 1, "missing": 1}
+    folder = PseudoLabelFolder(out)
+    valid_ids = [s.sample_id for s in unlabeled if folder.is_valid(s.sample_id)]
+    assert len(valid_ids) == len(unlabeled) - 2
+    maps = np.stack([folder.heatmap_64(i) for i in valid_ids])
+    assert np.allclose(maps.reshape(len(maps), -1).max(1), 1, atol=1e-3) and maps.min() >= 0
+    assert folder.get(valid_ids[0]).answer == "cup"
+    assert len(list((out / "previews").glob("*.png"))) == 2
+    request = json.loads((out / "provenance.json").read_text())["request"]
+    assert request["T"] == 250 and request["steps"] == 2 and request["source"].endswith("gradcam")
+    assert len(request["teacher_sha256"]) == 64
+
+    before = {p.name: p.read_bytes() for p in (out / "parts").glob("*")}
+    refine.run(cfg, src=root / "gradcam", out=out, progress=False)  # resumed: nothing left to do
+    assert {p.name: p.read_bytes() for p in (out / "parts").glob("*")} == before
+    cfg_other_t = dict(cfg, refine=dict(cfg["refine"], T=100))
+    with pytest.raises(ValueError, match="other settings"):
+        refine.run(cfg_other_t, src=root / "gradcam", out=out, progress=False)
+
+    cfg_untrained = dict(cfg, refine=dict(cfg["refine"], teacher=str(root / "untrained_teacher")))
+    summary = refine.run(cfg_untrained, src=root / "gradcam", out=root / "untrained", progress=False)
+    assert summary["invalid_reasons"] == {"all_zero": 1, "missing": 1, "refined_all_zero": len(valid_ids)}
+
+    # same seed, another batch size and a fresh folder: the same maps
+    cfg_batch = dict(cfg, refine=dict(cfg["refine"], batch_size=16))
+    refine.run(cfg_batch, src=root / "gradcam", out=root / "refined_b16", progress=False)
+    again = PseudoLabelFolder(root / "refined_b16")
+    assert np.allclose(np.stack([again.heatmap_64(i) for i in valid_ids]), maps, atol=2e-3)  # float16 storage
+
+
+def test_refine_baselines(synth_cfg):
+    from pipelines import refine
+
+    cfg, root, unlabeled = synth_cfg
+    source = PseudoLabelFolder(root / "gradcam")
+    for method in ("none", "argmax"):
+        cfg_method = dict(cfg, refine=dict(cfg["refine"], method=None if method == "none" else method))
+        summary = refine.run(cfg_method, src=root / "gradcam", out=root / method, progress=False)
+        assert summary["invalid_reasons"] == {"all_zero": 1, "missing": 1}
+    copied, argmax = PseudoLabelFolder(root / "none"), PseudoLabelFolder(root / "argmax")
+    sample_id = unlabeled[0].sample_id
+    assert np.allclose(copied.heatmap_64(sample_id), source.heatmap_64(sample_id), atol=1e-3)
+    raw = source.raw_map(sample_id)  # [6, 8]: argmax cell (row, col) -> x = col / 8, y = row / 6
+    row, col = divmod(int(np.argmax(raw)), raw.shape[1])
+    assert np.allclose(argmax.heatmap_64(sample_id), gaussian_heatmap_64((col / 8, row / 6)), atol=1e-3)
+    grid = np.zeros((4, 5), np.float32)
+    grid[1, 3] = 1.0  # x = 3 / 5 = 0.6 -> cell 38; y = 1 / 4 -> cell 16 (a half-cell offset would give 44, 24)
+    assert np.unravel_index(np.argmax(refine.argmax_gaussian(grid)), (64, 64)) == (16, 38)
+
+
+def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
+    from pipelines import train_teacher
+
+    cfg, root, _ = synth_cfg
+    tiny = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "attention_head_dim": 8,
+            "norm_groups": 4, "attention_levels": [3], "batch_size": 4, "epochs": 1, "val_max_persons": 2,
+            "val_steps": 2, "lr": 1e-3}
+    cfg = dict(cfg, teacher=tiny)
+    out = root / "teacher_run"
+    first = train_teacher.train(cfg, out, progress=False)
+    assert first["epoch"] == 1 and np.isfinite(first["loss"]) and 0 <= first["val_auc"] <= 1
+    assert (out / "model" / "model.safetensors").is_file() and (out / "checkpoint.pt").is_file()
+    assert json.loads((out / "provenance.json").read_text())["status"] == "done"
+    second = train_teacher.train(dict(cfg, teacher=dict(tiny, epochs=2)), out, progress=False)
+    assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
+    assert (out / "log.csv").read_text().count("\n") == 3  # header + 2 epochs
+    with pytest.raises(ValueError, match="--restart"):
+        train_teacher.train(dict(cfg, teacher=dict(tiny, epochs=3, lr=5e-4)), out, progress=False)
+    model = GazeDiffusionTeacher.from_pretrained(out / "model")
+    assert model.config.unet_channels == 8
+
+    mean_teacher = dict(tiny, mean_teacher=True, labeled_batch_size=2, teacher_steps=2, val_split="none")
+    row = train_teacher.train(dict(cfg, teacher=mean_teacher), root / "teacher_mt", progress=False)
+    assert row["ema_decay"] == 0.0 and row["consistency_weight"] == pytest.approx(4000 * np.exp(-5))
+    assert np.isfinite(row["consistency_loss"]) and row["consistency_loss"] >= 0

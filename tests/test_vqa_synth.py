@@ -1,0 +1,69 @@
+"""`make synth-vqa`: the SynthGaze VQA model is trained, saved atomically, loadable, and not retrained needlessly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gcdr.data.sample import PersonSample
+from gcdr.vqa.blip import VqaConfig, load_vqa
+from gcdr.vqa.synth_vqa import SynthVqaConfig, answer_of, vocabulary, words_of
+
+
+def test_answers_come_from_the_meta_column():
+    person = PersonSample(sample_id="a", image_path="x.jpg", head_box_xyxy_px=(0, 0, 1, 1), meta="synth:target=cup")
+    assert answer_of(person) == "cup"
+    out_of_frame = PersonSample(sample_id="b", image_path="x.jpg", head_box_xyxy_px=(0, 0, 1, 1),
+                                meta="synth:target=none")
+    assert answer_of(out_of_frame) is None  # skipped in training: nothing to point at
+    assert answer_of(PersonSample(sample_id="c", image_path="x.jpg", head_box_xyxy_px=(0, 0, 1, 1))) is None
+
+
+def test_vocabulary_covers_questions_and_objects():
+    words = vocabulary(VqaConfig())
+    assert {"what", "green", "bounding", "?", "cup", "bottle", "nothing"} <= set(words)
+    assert words_of("What is it looking at?") == ["what", "is", "it", "looking", "at", "?"]
+
+
+def test_bad_settings_are_errors():
+    with pytest.raises(ValueError, match="source"):
+        SynthVqaConfig(source="unlabeled")
+    with pytest.raises(ValueError, match="multiple"):
+        SynthVqaConfig(image_size=100, patch_size=16)
+
+
+def test_synth_vqa_pipeline_trains_saves_and_skips(tmp_path):
+    from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+    from pipelines import synth_vqa as synth_vqa_pipeline
+
+    data = tmp_path / "data"
+    generate_synthgaze(data, SynthConfig(train_persons=6, test_persons=4, image_size=(96, 128)), progress=False)
+    model_dir = tmp_path / "model"
+    overrides = [f"dataset.root={data}", f"out_root={tmp_path / 'out'}", f"vqa.model={model_dir}",
+                 "vqa.device=cpu", "synth.image_size=[96,128]", "synth_vqa.persons=24", "synth_vqa.epochs=1",
+                 "synth_vqa.batch_size=8", "synth_vqa.image_size=48", "synth_vqa.hidden_size=32",
+                 "synth_vqa.vision_layers=1", "synth_vqa.heads=2"]
+    args = ["--no-progress"] + [item for o in overrides for item in ("--set", o)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = synth_vqa_pipeline.main(args)
+        assert 0 < metrics["train_persons"] <= 24  # out-of-frame persons of the independent draw are skipped
+        assert metrics["test_persons"] == 4 and 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert metrics["grid_hw"] == [6, 6]
+        saved = json.loads((model_dir / "metrics.json").read_text())
+        assert saved["test_accuracy"] == metrics["test_accuracy"]
+        assert json.loads((model_dir / "provenance.json").read_text())["stage"] == "synth_vqa"
+        assert not list(tmp_path.glob(".model*"))  # no temporary directory left behind
+
+        vqa = load_vqa(str(model_dir), device="cpu")  # the path stage 1 takes
+        assert vqa.patch_grid_hw == (6, 6)
+        assert vqa.tokenizer.convert_ids_to_tokens(vqa.model.config.text_config.bos_token_id) == "[DEC]"
+        stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+        again = synth_vqa_pipeline.main(args)  # same settings: not retrained
+        assert again["test_accuracy"] == metrics["test_accuracy"]
+        assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+        assert np.isfinite(again["final_loss"])
+    finally:
+        torch.set_num_threads(threads)
