@@ -157,7 +157,7 @@ def validate(model: GazeDiffusionTeacher, dataset: GazeDataset, teacher: Teacher
 
 def validation_dataset(cfg: dict[str, Any], teacher: TeacherConfig) -> GazeDataset | None:
     """The first ``val_max_persons`` in-frame persons of the test split (None with val_split "none")."""
-    if teacher.val_split == "none":
+    if teacher.val_split in (None, "none"):  # `--set teacher.val_split=none` parses to None
         return None
     if teacher.val_split != "test":
         raise ValueError(f"teacher.val_split must be 'test' or 'none', got {teacher.val_split!r}")

@@ -104,6 +104,8 @@ def test_context_of_each_level_reaches_the_unet_and_bare_unet_calls_fail():
         for level in range(4):  # a spatially varying change (GroupNorm would cancel a constant one)
             changed = [c + (torch.rand_like(c) if i == level else 0.0) for i, c in enumerate(context)]
             assert not torch.allclose(model.denoise(noisy, timesteps, changed), reference, atol=1e-6), level
+        copied = make_ema_teacher(model)  # a deep copy: its hooks must read its own context
+        assert torch.equal(copied.denoise(noisy, timesteps, context), reference)
         other_head = torch.roll(head, shifts=60, dims=3)
         assert not torch.allclose(model(noisy, timesteps, scene, other_head, face), reference, atol=1e-6)
         with pytest.raises(RuntimeError, match="context"):

@@ -51,7 +51,7 @@ def benchmark_refine(configs: dict[str, TeacherModelConfig] | None = None, steps
                     start = time.perf_counter()
                     context = model.encode(scene, head, face)
                     refine_heatmaps(model, scheduler, context, prior, T, n_steps, noises)
-                    if device != "cpu":
+                    if torch.device(device).type == "cuda":
                         torch.cuda.synchronize()
                     timings.append(time.perf_counter() - start)
                 speeds[f"steps={n_steps}"] = batch_size * batches / sum(timings[1:])
