@@ -25,7 +25,7 @@ SETS := $(if $(DATA),--set dataset.root=$(DATA)) \
         $(if $(EPOCHS),--set student.epochs=$(EPOCHS))
 RUN := $(PY) -m
 # NPROC>1: split gradcam / refine / training across processes (or GPUs) with accelerate
-LAUNCH := $(if $(filter 1,$(NPROC)),$(RUN),$(VENV)/bin/accelerate launch --num_processes $(NPROC) -m)
+LAUNCH := $(if $(filter 1,$(NPROC)),$(RUN),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 ARGS := --config $(CONFIG) $(SETS)
 
 .PHONY: install test lint demo demo-smoke data-synth split synth-vqa gradcam train-teacher refine \

@@ -87,6 +87,10 @@ def invalid_reason(raw_map: np.ndarray | None, answer: str | None = None, requir
     return ""
 
 
+def _float_or_nan(value) -> float:
+    return float(value) if value not in ("", None) else float("nan")
+
+
 def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("_")[-80:]
 
@@ -302,5 +306,5 @@ class PseudoLabelFolder:
             sample_id=sample_id, heatmap_64=self.heatmap_64(sample_id), valid=bool(self._valid[i]),
             invalid_reason=str(row["invalid_reason"]), raw_map=self.raw_map(sample_id),
             answer=str(row["answer"]), key_noun=str(row["key_noun"]), image_path=str(row["image_path"]),
-            head_box_xyxy_px=tuple(float(row[c]) for c in MANIFEST_COLUMNS[2:6]), source=str(row["source"]),
+            head_box_xyxy_px=tuple(_float_or_nan(row[c]) for c in MANIFEST_COLUMNS[2:6]), source=str(row["source"]),
         )

@@ -43,3 +43,20 @@ def test_split_file_names_follow_gcdr():
     assert use == Path("splits/seed3/train_annotations_weak_ratio0.1_use.txt")
     assert left.name == "train_annotations_weak_ratio0.1_left.txt"
     assert paths.refined_dir({"out_root": "o"}, "gcdr", 250, "unlabeled") == Path("o/pseudo/gcdr-T250-unlabeled")
+
+
+def test_every_section_builds_its_stage_dataclass():
+    from gcdr.data import DatasetConfig
+    from gcdr.data.synthgaze import SynthConfig
+    from gcdr.students.training import StudentConfig
+    from gcdr.teacher.config import RefineConfig, TeacherConfig
+    from gcdr.vqa.blip import VqaConfig
+    from gcdr.vqa.gradcam import GradcamConfig
+    from gcdr.vqa.synth_vqa import SynthVqaConfig
+
+    classes = {"dataset": DatasetConfig, "synth": SynthConfig, "vqa": VqaConfig, "synth_vqa": SynthVqaConfig,
+               "gradcam": GradcamConfig, "teacher": TeacherConfig, "refine": RefineConfig, "student": StudentConfig}
+    for path in CONFIGS:
+        cfg = load_config(path)
+        for name, cls in classes.items():
+            section(cfg, name, cls)  # raises on unknown keys or invalid values
