@@ -28,8 +28,10 @@ STUDENT_T = 250
 
 # A few persons and one epoch per stage: proves every stage connects (used by the test suite).
 SMOKE_OVERRIDES = [
-    "synth.train_persons=60", "synth.test_persons=12", "synth_vqa.epochs=1", "gradcam.previews=2",
-    "teacher.epochs=1", "student.epochs=1", "split.ratio=0.25",
+    "synth.train_persons=60", "synth.test_persons=12", "split.ratio=0.25",
+    "synth_vqa.persons=48", "synth_vqa.epochs=1", "gradcam.previews=2", "refine.previews=2",
+    "teacher.epochs=1", "teacher.val_max_persons=4", "student.epochs=1", "student.steps_per_epoch=2",
+    "student.batch_size=8",
 ]
 
 
