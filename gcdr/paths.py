@@ -3,7 +3,7 @@
     <dataset.root>/                         the dataset (SynthGaze is generated here)
     <split.dir>/seed<S>/train_annotations_weak_ratio<R>_{use,left}.txt     labeled / unlabeled rows
     <out_root>/pseudo/gradcam-<split>/      stage 1 folders
-    <out_root>/pseudo/<method>-T<T>-<split>/  stage 2 folders (gcdr, argmax, none)
+    <out_root>/pseudo/gcdr-T<T>-<split>/, argmax-<split>/, raw-gradcam-<split>/   stage 2 folders
     <out_root>/teacher/r<R>-seed<S>/        diffusion teacher checkpoints and logs
     <out_root>/students/<model>-r<R>-<pseudo>/  student checkpoints, logs, metrics
 """
@@ -36,7 +36,7 @@ def gradcam_dir(cfg: dict[str, Any], split: str) -> Path:
 
 
 def refined_dir(cfg: dict[str, Any], method: str, T: int, split: str) -> Path:
-    name = f"{method}-T{T}-{split}" if method == "gcdr" else f"{method}-{split}"
+    name = {"gcdr": f"gcdr-T{T}-{split}", "none": f"raw-gradcam-{split}"}.get(method, f"{method}-{split}")
     return out_root(cfg) / "pseudo" / name
 
 

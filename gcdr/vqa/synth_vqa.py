@@ -65,21 +65,21 @@ class SynthVqaConfig:
     training persons' gaze points (0 = answers only; see gcdr.vqa.train).
     """
 
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 32
-    lr: float = 0.0005
+    lr: float = 0.001
     image_size: int = 96
     seed: int = 0
     patch_size: int = 8
     hidden_size: int = 128
-    vision_layers: int = 4
+    vision_layers: int = 2
     text_layers: int = 2
     heads: int = 4
     source: str = "independent"
     persons: int = 3000
     max_minutes: float = 10.0
     label_smoothing: float = 0.1
-    attention_weight: float = 1.0
+    attention_weight: float = 2.0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
