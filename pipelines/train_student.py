@@ -22,7 +22,6 @@ last.pt at the epoch it reached; a finished run is left alone (--restart starts 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import logging
 import math
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gcdr import paths
-from gcdr.atomic import atomic_path, write_json_atomic
+from gcdr.atomic import write_csv_atomic, write_json_atomic
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset
@@ -129,11 +128,7 @@ def evaluate_student(model, loader, dataset, accelerator: Accelerator, student: 
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv_atomic(path, history)
 
 
 def fingerprint(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None) -> dict[str, Any]:

@@ -34,7 +34,6 @@ Budget fields (epochs, validation settings, workers) may change between runs; an
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import logging
 import math
@@ -50,7 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gcdr import paths
-from gcdr.atomic import atomic_path
+from gcdr.atomic import atomic_path, write_csv_atomic
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset, gaze_collate
@@ -124,11 +123,7 @@ def supervised_batches(n_samples: int, batch_size: int, seed: int, epoch: int, r
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv_atomic(path, history)
 
 
 @torch.no_grad()
