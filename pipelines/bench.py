@@ -3,6 +3,7 @@
 Stages measured (medians of --repeats runs):
   gradcam        persons/s, batched vs the per-person loop, on the same small BLIP (random weights)
   refine         refined persons/s for STEPS in {2, 10}, tiny teacher and official-size (ResNet-50) teacher
+  teacher        samples/s of one supervised teacher training step, tiny and official size
   students       training samples/s: VAT, Gaze-LLE, Gaze-LLE with the feature cache; time per part
 Results go to BENCHMARKS.md (machine, commands, date) and bench.json under <out_root>/bench/.
 On a machine with a GPU, the real model sizes run there with random weights (--gpu-sizes).
@@ -77,6 +78,49 @@ def bench_refine(quick: bool, repeats: int, device: str) -> dict[str, Any]:
     return tiny
 
 
+def teacher_training_step(config, batch_size: int, steps: int, device: str) -> dict[str, Any]:
+    """Samples/s of one supervised teacher step (noising + encoder + U-Net + backward + Adam) on random inputs."""
+    import time
+
+    from gcdr.students.vat import heatmap_mse_loss
+    from gcdr.teacher.diffusion import make_train_scheduler, training_inputs
+    from gcdr.teacher.model import GazeDiffusionTeacher
+
+    torch.manual_seed(0)
+    model = GazeDiffusionTeacher(config).to(device).train()
+    scheduler = make_train_scheduler(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scene, face = torch.randn(2, batch_size, 3, 224, 224, device=device)
+    head = torch.zeros(batch_size, 1, 224, 224, device=device)
+    head[:, :, 40:90, 60:110] = 1.0
+    target = torch.rand(batch_size, 64, 64, device=device)
+    timings = []
+    for _ in range(steps + 1):  # the first step warms up
+        start = time.perf_counter()
+        x_in, timesteps = training_inputs(scheduler, target, config.scale)
+        loss = heatmap_mse_loss(model(x_in, timesteps, scene, head, face).squeeze(1), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return {"batch_size": batch_size, "samples_per_s": batch_size * steps / sum(timings[1:])}
+
+
+def bench_teacher_training(quick: bool, repeats: int, device: str) -> dict[str, Any]:
+    from gcdr.teacher.benchmark import default_benchmark_configs
+
+    configs = default_benchmark_configs()
+    gpu = device == "cuda"
+    result = {"tiny": median_of([teacher_training_step(configs["tiny"], 4 if quick else 16, 1 if quick else 3, device)
+                                 for _ in range(repeats)])}
+    if not quick:  # official size: one short run on a CPU, medians on a GPU
+        result["resnet50"] = median_of([teacher_training_step(configs["resnet50"], 48 if gpu else 4, 3 if gpu else 1,
+                                                              device) for _ in range(repeats if gpu else 1)])
+    return result
+
+
 def bench_students(cfg: dict[str, Any], quick: bool, repeats: int, device: str) -> dict[str, Any]:
     from gcdr.students.benchmark import benchmark_students
 
@@ -110,6 +154,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
             lines.append(f"| {name} | {params / 1e6:.2f} M | {r['persons_per_s']['steps=2']:.1f} | "
                          f"{r['persons_per_s']['steps=10']:.1f} |")
         lines.append("")
+    teacher = results.get("teacher_training", {})
+    if teacher:
+        lines += ["## Stage 2: teacher training step", "", "| teacher | batch | samples/s |", "|---|---|---|"]
+        lines += [f"| {name} | {r['batch_size']} | {r['samples_per_s']:.1f} |" for name, r in teacher.items()]
+        lines.append("")
     students = results.get("students", {})
     if students:
         lines += ["## Stage 3: student training", "", f"Device {students.get('device')}, torch threads {students.get('torch_threads')}.", "",
@@ -131,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_config_args(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run (for the test suite)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stages", default="gradcam,refine,students")
+    parser.add_argument("--stages", default="gradcam,refine,teacher,students")
     parser.add_argument("--report", default="BENCHMARKS.md", help="markdown report path ('' = none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -145,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["gradcam"] = bench_gradcam(args.quick, repeats, device)
     if "refine" in stages:
         results["refine"] = bench_refine(args.quick, repeats, device)
+    if "teacher" in stages:
+        results["teacher_training"] = bench_teacher_training(args.quick, repeats, device)
     if "students" in stages:
         results["students"] = bench_students(cfg, args.quick, repeats, device)
     out_dir = paths.out_root(cfg) / "bench"
