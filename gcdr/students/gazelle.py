@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from gcdr.students.vat import LoadReport
+from gcdr.students.vat import LoadReport, masked_row_mean
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +224,7 @@ def gazelle_heatmap_bce_loss(heatmap_logits: torch.Tensor, target_64: torch.Tens
     """
     per_sample = F.binary_cross_entropy_with_logits(
         heatmap_logits.float(), target_64.float(), reduction="none").flatten(1).mean(1)  # [P]
-    if mask is None:
-        mask = torch.ones_like(per_sample, dtype=torch.bool)
-    mask = mask.bool()
-    if weight is not None:
-        per_sample = per_sample * weight.float()
-    if not mask.any():
-        return heatmap_logits.sum() * 0.0
-    return per_sample[mask].sum() / mask.sum()
+    return masked_row_mean(per_sample, mask, weight)
 
 
 def count_learnable_parameters(model: GazeLLE) -> int:

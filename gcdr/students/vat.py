@@ -217,14 +217,19 @@ def heatmap_mse_loss(pred_64: torch.Tensor, target_64: torch.Tensor, mask: torch
     not multiplied by 0, so a NaN in an excluded target cannot leak in (METHOD_FACTS 8.3).
     """
     per_sample = (pred_64.float() - target_64.float()).pow(2).flatten(1).mean(1)  # [B]
-    if mask is None:
-        mask = torch.ones_like(per_sample, dtype=torch.bool)
-    mask = mask.bool()
+    return masked_row_mean(per_sample, mask, weight) * amp_factor
+
+
+def masked_row_mean(per_sample: torch.Tensor, mask: torch.Tensor | None = None,
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_mask(w_i * loss_i) / #mask over rows [B]; 0 (with a graph) when no row counts.
+
+    Rows are selected, not multiplied by 0, so a NaN in an excluded row cannot leak in (METHOD_FACTS 8.3).
+    """
+    mask = torch.ones_like(per_sample, dtype=torch.bool) if mask is None else mask.bool()
     if weight is not None:
         per_sample = per_sample * weight.float()
-    if not mask.any():
-        return pred_64.sum() * 0.0
-    return per_sample[mask].sum() / mask.sum() * amp_factor
+    return per_sample[mask].sum() / mask.sum().clamp(min=1)  # empty selection: 0, still in the graph
 
 
 def inout_bce_loss(inout_logit: torch.Tensor, inout: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
