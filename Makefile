@@ -1,6 +1,6 @@
 # gcdr: every stage is `python -m pipelines.<stage>`; these targets pass the Make variables on.
 # Variables (all optional): CONFIG DATA OUT RATIO SEED SPLIT T STEPS SAMPLES SRC METHOD MEAN_TEACHER
-#                           STUDENT PSEUDO EPOCHS CKPT IMAGES HEADS VS QUICK
+#                           STUDENT PSEUDO EPOCHS CKPT IMAGES HEADS VS QUICK JOBS
 
 PYTHON ?= python3
 VENV   := .venv
@@ -79,10 +79,10 @@ bench: install
 	$(RUN) pipelines.bench $(ARGS) $(if $(QUICK),--quick)
 
 demo: install
-	$(RUN) pipelines.demo $(ARGS)
+	$(RUN) pipelines.demo $(ARGS) $(if $(JOBS),--jobs $(JOBS))
 
 demo-smoke: install
-	$(RUN) pipelines.demo $(ARGS) --smoke
+	$(RUN) pipelines.demo $(ARGS) --smoke $(if $(JOBS),--jobs $(JOBS))
 
 clean:
 	rm -rf outputs data/synthgaze data/synth_vqa

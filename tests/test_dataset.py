@@ -183,6 +183,16 @@ def test_same_seed_same_tensors_any_worker_count(tmp_path):
     assert torch.equal(test_set[0]["scene"], test_set[0]["scene"])
 
 
+def test_each_draw_of_a_person_within_an_epoch_is_augmented_anew(tmp_path):
+    samples = make_samples(tmp_path, n=1)
+    augment = AugmentConfig(jitter_prob=1.0, crop_prob=1.0, flip_prob=0.5, colour_prob=1.0)
+    dataset = GazeDataset(samples, train=True, seed=3, augment=augment)
+    assert torch.equal(dataset[0]["scene"], dataset[(0, 0)]["scene"])
+    assert torch.equal(dataset[(0, 1)]["scene"], dataset[(0, 1)]["scene"])  # still a function of the key
+    assert not torch.equal(dataset[(0, 0)]["scene"], dataset[(0, 1)]["scene"])
+    assert dataset[(0, 1)]["index"] == 0
+
+
 def test_real_frame_vat_demo_head_box():
     frame, *box = (VAT_DEMO / "person1.txt").read_text().splitlines()[0].split(",")
     sample = PersonSample(sample_id=f"{frame}|person1", image_path=str(VAT_DEMO / "frames" / frame),

@@ -81,13 +81,15 @@ def test_two_stream_batches_and_epoch_determinism():
     sampler = EpochBatchSampler(range(0, 5), range(5, 50), batch_size=8, labeled_per_batch=2, seed=3)
     batches = list(sampler)
     assert len(batches) == 45 // 6 and all(len(b) == 8 for b in batches)
-    assert all(all(i < 5 for i in b[:2]) and all(i >= 5 for i in b[2:]) for b in batches)
+    assert all(all(i < 5 for i, _ in b[:2]) and all(i >= 5 for i, _ in b[2:]) for b in batches)
     assert batches == list(sampler)
     sampler.set_epoch(1)
     assert batches != list(sampler)
     mixed = EpochBatchSampler(range(0, 5), range(5, 50), batch_size=8, steps=20)
-    drawn = [i for b in mixed for i in b]
-    assert len(drawn) == 160 and set(drawn) == set(range(50))  # cycles through every person
+    drawn = [key for b in mixed for key in b]
+    assert len(drawn) == 160 and {i for i, _ in drawn} == set(range(50))  # cycles through every person
+    # each pass over the persons is a new draw: the same person never repeats a (person, draw) key in an epoch
+    assert len(set(drawn)) == len(drawn) and {d for _, d in drawn} == {0, 1, 2, 3}
 
 
 def test_batch_targets_choose_ground_truth_or_renormalised_pseudo_label():

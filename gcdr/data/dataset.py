@@ -24,9 +24,11 @@ Every item holds the same keys with the same shapes, so ``default_collate`` batc
     num_gaze_points     int64 []
     image_size_wh       int64 [2]       size of the image as read (before augmentation; for AUC)
 
-Randomness: item ``i`` of epoch ``e`` draws from ``numpy.random.default_rng([seed, e, i])``, so a seed
-gives the same tensors whatever the number of workers or the order of access. Call ``set_epoch``
-before each epoch (with ``persistent_workers=True`` the workers keep the epoch they were started with).
+Randomness: item ``i`` of epoch ``e`` draws from ``numpy.random.default_rng([seed, e, i, d])``, so a seed
+gives the same tensors whatever the number of workers or the order of access. ``d`` is the draw: index the
+dataset with ``(i, d)`` to get the d-th differently augmented view of item ``i`` within one epoch (a sampler that
+passes over the data several times per epoch does; plain ``i`` = draw 0). Call ``set_epoch`` before each
+epoch (with ``persistent_workers=True`` the workers keep the epoch they were started with).
 """
 
 from __future__ import annotations
@@ -162,19 +164,20 @@ class GazeDataset(Dataset):
 
     # -- one item ---------------------------------------------------------------------------------------
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, draw = key if isinstance(key, tuple) else (key, 0)
         index, image = self._read_image(index)  # index changes only when a skipped image is replaced
         view, prior_valid = self._view(index, image)
         if self.train:
-            view = augment(view, self._rng(index), self.style, self.augment)
+            view = augment(view, self._rng(index, draw), self.style, self.augment)
         item = {"index": torch.tensor(index, dtype=torch.int64)}
         item.update(self._pixels(view))
         item.update(self._labels(index, view, prior_valid))
         item["image_size_wh"] = torch.tensor([image.shape[1], image.shape[0]], dtype=torch.int64)
         return item
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
+    def _rng(self, index: int, draw: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index, draw])
 
     def _read_image(self, index: int) -> tuple[int, np.ndarray]:
         """Decode item ``index``'s image ([H, W, 3] uint8). In skip mode an undecodable image is recorded

@@ -166,14 +166,15 @@ class CachedFeatureDataset(Dataset):
             return self._features[image_id].float()
         return torch.from_numpy(self.cache.load(self.image_paths[image_id])).float()
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = {key: values[index] for key, values in self.labels.items()}
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, draw = key if isinstance(key, tuple) else (key, 0)  # draw: as GazeDataset
+        item = {name: values[index] for name, values in self.labels.items()}
         for key in HALF_KEYS:
             item[key] = item[key].float()
         item["features"] = self.features(index)  # [D, g, g]
         item["index"] = torch.tensor(index, dtype=torch.int64)
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            rng = np.random.default_rng([self.seed, self.epoch, index, draw])
             if self.flip and rng.random() < 0.5:
                 item = _flip_item(item)
             if rng.random() < 0.5:

@@ -21,6 +21,7 @@ would be for truly unlabeled images.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -320,12 +321,14 @@ def assemble_training_set(labeled: Sequence[PersonSample], unlabeled: Sequence[P
 
 # ---------------------------------------------------------------------------------------- batches
 
-class EpochBatchSampler(Sampler[list[int]]):
-    """``steps`` batches of indices per epoch, reshuffled per epoch from ``seed`` (call ``set_epoch``).
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """``steps`` batches per epoch, reshuffled per epoch from ``seed`` (call ``set_epoch``).
 
     labeled_per_batch None: batches from one permutation of all indices (repeated when more are needed);
     k: two-stream batches as GCDR, k from the labeled indices + the rest from the unlabeled ones, each
     stream cycling through its own permutations.
+    Batches hold ``(index, draw)`` keys, draw = how many times the stream already passed over the index in this
+    epoch: a person seen twice in one epoch (few labeled persons, many steps) gets two different augmentations.
     """
 
     def __init__(self, labeled_indices: Sequence[int], unlabeled_indices: Sequence[int], batch_size: int,
@@ -352,11 +355,11 @@ class EpochBatchSampler(Sampler[list[int]]):
         return self.steps
 
     @staticmethod
-    def _stream(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
-        while True:
-            yield from rng.permutation(indices).tolist()
+    def _stream(indices: np.ndarray, rng: np.random.Generator) -> Iterator[tuple[int, int]]:
+        for draw in itertools.count():
+            yield from ((index, draw) for index in rng.permutation(indices).tolist())
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.labeled_per_batch is None:
             stream = self._stream(np.concatenate([self.labeled, self.unlabeled]), rng)

@@ -1,13 +1,24 @@
-"""How fast the teacher refines: persons per second with random weights (for `make bench`)."""
+"""How fast the teacher refines and trains, with random weights (for `make bench`).
+
+    benchmark_refine         refined persons / second (encoder + STEPS DDIM steps)
+    benchmark_training_step  samples / second of one supervised training step
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 
 from gcdr.teacher.config import TeacherConfig
-from gcdr.teacher.diffusion import make_ddim_scheduler, noise_for_samples, refine_heatmaps
+from gcdr.teacher.diffusion import (
+    make_ddim_scheduler,
+    make_train_scheduler,
+    noise_for_samples,
+    refine_heatmaps,
+    training_inputs,
+)
 from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
 
 
@@ -16,12 +27,25 @@ def default_benchmark_configs() -> dict[str, TeacherModelConfig]:
     return {"tiny": TeacherConfig().model_config(), "resnet50": TeacherModelConfig.official()}
 
 
+def _named_configs(configs: dict[str, TeacherModelConfig] | Sequence[str] | None) -> dict[str, TeacherModelConfig]:
+    """Configs as given, or picked by name from ``default_benchmark_configs`` (None = all of them)."""
+    if isinstance(configs, dict):
+        return configs
+    defaults = default_benchmark_configs()
+    unknown = set(configs or ()) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown benchmark teacher configs {sorted(unknown)}; choose from {sorted(defaults)}")
+    return defaults if configs is None else {name: defaults[name] for name in configs}
+
+
 @torch.no_grad()
-def benchmark_refine(configs: dict[str, TeacherModelConfig] | None = None, steps: tuple[int, ...] = (2, 10),
+def benchmark_refine(configs: dict[str, TeacherModelConfig] | Sequence[str] | None = None,
+                     steps: tuple[int, ...] = (2, 10),
                      T: int = 250, batch_size: int = 16, batches: int = 2, device: str = "cpu",
                      threads: int | None = None, seed: int = 0) -> dict:
     """Refined persons / second (encoder + ``steps`` DDIM steps from T; no image decoding) per config.
 
+    configs: {name: config}, or names from ``default_benchmark_configs`` ("tiny", "resnet50"; None = both).
     Random weights (the speed does not depend on them); one untimed warm-up batch per setting, then
     ``batches`` timed batches of ``batch_size`` persons. Returns
     {"device", "threads", "T", "batch_size",
@@ -32,7 +56,7 @@ def benchmark_refine(configs: dict[str, TeacherModelConfig] | None = None, steps
         torch.set_num_threads(threads)
     try:
         results = {}
-        for name, config in (configs or default_benchmark_configs()).items():
+        for name, config in _named_configs(configs).items():
             torch.manual_seed(seed)
             model = GazeDiffusionTeacher(config).to(device).eval()
             scheduler = make_ddim_scheduler(config)
@@ -60,3 +84,37 @@ def benchmark_refine(configs: dict[str, TeacherModelConfig] | None = None, steps
                 "configs": results}
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def benchmark_training_step(config: TeacherModelConfig | str, batch_size: int = 16, steps: int = 3,
+                            device: str = "cpu", seed: int = 0) -> dict:
+    """Samples / second of one supervised teacher step (noising + encoder + U-Net + backward + Adam).
+
+    config: a teacher config or a name from ``default_benchmark_configs`` ("tiny", "resnet50").
+    Random weights and inputs; one untimed warm-up step, then ``steps`` timed steps of ``batch_size``
+    samples. Returns {"batch_size", "samples_per_s"}.
+    """
+    from gcdr.students.vat import heatmap_mse_loss
+
+    if isinstance(config, str):
+        config = _named_configs([config])[config]
+    torch.manual_seed(seed)
+    model = GazeDiffusionTeacher(config).to(device).train()
+    scheduler = make_train_scheduler(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scene, face = torch.randn(2, batch_size, 3, 224, 224, device=device)  # [B, 3, 224, 224] each
+    head = torch.zeros(batch_size, 1, 224, 224, device=device)
+    head[:, :, 40:90, 60:110] = 1.0
+    target = torch.rand(batch_size, 64, 64, device=device)
+    timings = []
+    for _ in range(steps + 1):  # the first step warms up
+        start = time.perf_counter()
+        x_in, timesteps = training_inputs(scheduler, target, config.scale)
+        loss = heatmap_mse_loss(model(x_in, timesteps, scene, head, face).squeeze(1), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return {"batch_size": batch_size, "samples_per_s": batch_size * steps / sum(timings[1:])}
