@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -40,7 +41,7 @@ SMOKE_OVERRIDES = [
     "synth.train_persons=60", "synth.test_persons=12", "split.ratio=0.25",
     "synth_vqa.persons=48", "synth_vqa.epochs=1", "gradcam.previews=2", "refine.previews=2",
     "teacher.epochs=1", "teacher.val_max_persons=4", "student.epochs=1", "student.steps_per_epoch=2",
-    "student.batch_size=8",
+    "student.batch_size=8", "student.labeled_per_batch=2",
 ]
 
 
@@ -101,9 +102,15 @@ def run_stages(stages: list[Stage], run: Callable[[Stage], None], jobs: int = 2)
     return timings
 
 
-def stage_runner(config: str, overrides: list[str], log_dir: Path) -> Callable[[Stage], None]:
-    """Run a stage as its own process (as `make <stage>` does), its output into ``log_dir/<stage>.log``."""
+def stage_runner(config: str, overrides: list[str], log_dir: Path, jobs: int) -> Callable[[Stage], None]:
+    """Run a stage as its own process (as `make <stage>` does), its output into ``log_dir/<stage>.log``.
+
+    Each process gets cpu_count / jobs threads (OMP_NUM_THREADS, which torch follows): stages side by side
+    on all threads each would slow each other down several-fold.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
 
     def run(stage: Stage) -> None:
         cmd = [sys.executable, "-m", f"pipelines.{stage.module}", "--config", config]
@@ -113,7 +120,7 @@ def stage_runner(config: str, overrides: list[str], log_dir: Path) -> Callable[[
         log_path = log_dir / (re.sub(r"[^A-Za-z0-9.=_-]+", "_", stage.name).strip("_") + ".log")
         log.info("[%s] %s > %s", stage.name, " ".join(cmd), log_path)
         with open(log_path, "w") as log_file:
-            result = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+            result = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         if result.returncode != 0:
             tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-20:])
             raise RuntimeError(f"exit code {result.returncode}; last lines of {log_path}:\n{tail}")
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         *(refine("gcdr", T) for T in REFINE_TS if T != STUDENT_T),
     ]
     start = time.perf_counter()
-    timings = run_stages(stages, stage_runner(args.config, overrides, demo_dir / "logs"), args.jobs)
+    timings = run_stages(stages, stage_runner(args.config, overrides, demo_dir / "logs", args.jobs), args.jobs)
 
     quality_start = time.perf_counter()
     quality = pseudo_label_quality(cfg, pseudo_dirs)

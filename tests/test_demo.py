@@ -25,6 +25,13 @@ def test_demo_smoke_runs_every_stage_and_writes_the_results(tmp_path):
     assert len(students) == 5 and students["auc"].between(0, 1).all()
     assert "Pseudo-label quality" in result.stdout and "Students on the test split" in result.stdout
 
-    # a second run reuses every finished stage
+    assert len(list((demo / "logs").glob("*.log"))) == 16  # one log per stage
+
+    # a second run reuses every finished stage: nothing that was written is written again
+    finished = [*out.glob("students/*/metrics.json"), *out.glob("pseudo/*/parts/*"),
+                *out.glob("teacher/*/model/*"), out / "synth_vqa" / "model.safetensors"]
+    assert len(finished) >= 5 + 6 * 2 + 1
+    before = {path: path.stat().st_mtime_ns for path in finished}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert {path: path.stat().st_mtime_ns for path in finished} == before
