@@ -120,7 +120,7 @@ def synth(tmp_path_factory):
                                          image_size=(96, 128)), progress=False)
     make_split(data / "train_annotations_release_persondet.txt", 0.25, 0, data / "splits" / "seed0")
     base = [f"dataset.root={data}", f"split.dir={data / 'splits'}", "split.ratio=0.25", f"out_root={root / 'out'}",
-            "student.batch_size=8", "student.steps_per_epoch=2", "student.cpu_threads=1"]
+            "student.batch_size=8", "student.labeled_per_batch=2", "student.steps_per_epoch=2", "student.cpu_threads=1"]
     cfg = load_config("configs/synthgaze.yaml", base)
     pseudo = write_pseudo(root / "pseudo", load_samples(cfg, "unlabeled"),
                           invalid_ids={s.sample_id for s in load_samples(cfg, "unlabeled")[:3]})
