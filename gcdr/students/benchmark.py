@@ -117,7 +117,8 @@ def benchmark_students(cfg: dict[str, Any], *, variants: Sequence[str] = VARIANT
 
     student = section(cfg, "student", StudentConfig)
     if batch_size:
-        student = dataclasses.replace(student, batch_size=batch_size)
+        # the step's cost does not depend on the batch's labeled share (no sampler here)
+        student = dataclasses.replace(student, batch_size=batch_size, labeled_per_batch=None)
     samples = list(samples if samples is not None else load_samples(cfg, "train"))
     samples = [s for s in samples if s.inout == 1] or samples
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
