@@ -67,3 +67,32 @@ def test_synth_vqa_pipeline_trains_saves_and_skips(tmp_path):
         assert np.isfinite(again["final_loss"])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_sincos_position_embeddings_are_local():
+    from gcdr.vqa.synth_vqa import sincos_position_embeddings
+
+    table = sincos_position_embeddings((6, 6), 32)  # [1 + 36, 32], row 0 = image [CLS]
+    assert table.shape == (37, 32) and torch.all(table[0] == 0)
+    patches = table[1:]
+    similarity = patches @ patches[14]  # patch (row 2, col 2)
+    assert int(similarity.argmax()) == 14
+    assert similarity[15] > similarity[17] and similarity[20] > similarity[32]  # nearer patches are more alike
+    with pytest.raises(ValueError, match="position_init"):
+        SynthVqaConfig(position_init="learned")
+
+
+def test_head_attention_supervision_needs_an_earlier_layer_and_adds_loss():
+    from gcdr.vqa.blip import as_vqa, build_blip_from_scratch
+    from gcdr.vqa.train import vqa_loss
+
+    question = VqaConfig().question
+    model, processor = build_blip_from_scratch(vocabulary(VqaConfig()), image_size=32, patch_size=8, hidden_size=32,
+                                               vision_layers=1, text_layers=2, heads=2)
+    vqa = as_vqa(model, processor, "cpu")
+    pixels, points = torch.randn(2, 3, 32, 32), torch.tensor([[0.2, 0.3], [0.8, 0.6]])
+    base = vqa_loss(vqa, pixels, [question] * 2, ["cup", "ball"], 0.0, points, 1.0, -1)
+    with_head = vqa_loss(vqa, pixels, [question] * 2, ["cup", "ball"], 0.0, points, 1.0, -1, 1.0, points, 1.0)
+    assert with_head > base + 1.0  # one more cross-entropy over 16 patches (>= its target's entropy, ~1.5 nats)
+    with pytest.raises(ValueError, match="text layers"):
+        vqa_loss(vqa, pixels, [question] * 2, ["cup", "ball"], 0.0, points, 1.0, -2, 1.0, points, 1.0)

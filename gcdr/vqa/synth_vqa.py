@@ -17,6 +17,9 @@ Learning from the answers alone is far too slow for a from-scratch ViT on a CPU 
 answer prior for 800+ steps), so the training persons' gaze points also supervise the text encoder's
 cross-attention (``attention_weight``; gcdr.vqa.train): the stand-in model learns where to look from the
 independent draw, and stage 1 then reads that learned, imperfect attention through Grad-CAM.
+With ``head_attention_weight > 0`` the layer before the supervised one is also pulled towards the asking
+person's head (its head box centre): the shared question cannot tell the first cross-attention where to look, so
+the model first reads the person's head (position and face direction), then looks along the gaze (gcdr.vqa.train).
 Accuracy = exact match of the greedy answer on the in-frame persons of the SynthGaze test split.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import shutil
 import time
@@ -48,6 +52,8 @@ from gcdr.vqa.train import VqaExamples, answer_accuracy, preprocess_images, trai
 log = logging.getLogger(__name__)
 
 SOURCES = ("independent", "labeled", "train")
+POSITION_INITS = ("random", "sincos")
+SINCOS_SD = 0.3  # sd of the sine-cosine position embeddings: about that of the initial patch embeddings
 INDEPENDENT_SEED_OFFSET = 1000
 METRICS_FILE = "metrics.json"
 
@@ -62,7 +68,11 @@ class SynthVqaConfig:
     independent draw; max_minutes: wall-clock cap on training (stops early, logged); label_smoothing: of the
     answer loss (keeps answer probabilities below 1, where Grad-CAM's gradients would vanish); attention_weight:
     weight of the attention supervision of the text encoder's cross-attention layer ``gradcam.layer`` towards the
-    training persons' gaze points (0 = answers only; see gcdr.vqa.train).
+    training persons' gaze points (0 = answers only; see gcdr.vqa.train); attention_sigma: sd of its Gaussian
+    target in patches; head_attention_weight: weight of the supervision of the layer before ``gradcam.layer``
+    towards the person's head (0 = off; needs a text layer before it, e.g. text_layers 3 with layer -2).
+    position_init: ``random`` (transformers' default, sd 0.02: the patches hardly know where they are at first)
+    or ``sincos`` (2D sine-cosine position embeddings, still trained; ``sincos_position_embeddings``).
     """
 
     epochs: int = 8
@@ -80,12 +90,39 @@ class SynthVqaConfig:
     max_minutes: float = 10.0
     label_smoothing: float = 0.1
     attention_weight: float = 2.0
+    attention_sigma: float = 1.0
+    head_attention_weight: float = 0.0
+    position_init: str = "random"
 
     def __post_init__(self) -> None:
+        if self.position_init not in POSITION_INITS:
+            raise ValueError(f"synth_vqa.position_init = {self.position_init!r}; choose one of {list(POSITION_INITS)}")
         if self.source not in SOURCES:
             raise ValueError(f"synth_vqa.source = {self.source!r}; choose one of {list(SOURCES)}")
         if self.image_size % self.patch_size:
             raise ValueError(f"synth_vqa.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+
+def sincos_position_embeddings(grid_hw: tuple[int, int], dim: int, sd: float = SINCOS_SD) -> torch.Tensor:
+    """2D sine-cosine position embeddings of the image [CLS] + a ``grid_hw`` patch grid -> [1 + h*w, dim].
+
+    Half the channels encode the column, half the row, each as sin/cos pairs at geometric frequencies from
+    pi / (2 * grid side) (half a period across the image) to 2 radians per patch; the [CLS] row is zero; scaled to standard deviation ``sd``. Dot products of these vectors depend on
+    patch distances, so the cross-attention can express "near this point" from the first step on.
+    """
+    if dim % 4:
+        raise ValueError(f"sine-cosine position embeddings need hidden_size divisible by 4, got {dim}")
+    height, width = grid_hw
+    quarter = dim // 4
+    lowest = math.pi / (2 * max(height, width))
+    frequencies = lowest * (2.0 / lowest) ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter - 1))
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                                indexing="ij")
+    angles_x = cols.flatten()[:, None] * frequencies[None]  # [h*w, dim/4]
+    angles_y = rows.flatten()[:, None] * frequencies[None]
+    table = torch.cat([angles_x.sin(), angles_x.cos(), angles_y.sin(), angles_y.cos()], dim=1)  # [h*w, dim]
+    table = table / table.std() * sd
+    return torch.cat([torch.zeros(1, dim), table])
 
 
 def words_of(text: str) -> list[str]:
@@ -102,14 +139,15 @@ def answer_of(sample: PersonSample) -> str | None:
 
 def build_examples(samples: Sequence[PersonSample], processor, vqa_cfg: VqaConfig,
                    progress: bool = True) -> tuple[VqaExamples, list[PersonSample]]:
-    """Prompt images (box drawn as in stage 1) + question + answer (+ gaze point) for every sample with an answer.
+    """Prompt images (box drawn as in stage 1) + question + answer (+ gaze point and head-box centre) for every
+    sample with an answer.
 
     Returns the examples and the samples kept (same order).
     """
     from gcdr.data.images import load_image_rgb
 
     kept = [s for s in samples if answer_of(s) is not None]
-    images, questions = [], []
+    images, questions, head_points = [], [], []
     cache: dict[str, np.ndarray] = {}
     for sample in tqdm(kept, desc="prompts", unit="person", disable=not progress):
         if sample.image_path not in cache:
@@ -118,10 +156,14 @@ def build_examples(samples: Sequence[PersonSample], processor, vqa_cfg: VqaConfi
                                vqa_cfg.mark)
         images.append(prompt.image_rgb)
         questions.append(prompt.question)
+        height, width = prompt.image_rgb.shape[:2]
+        x1, y1, x2, y2 = sample.head_box_xyxy_px
+        head_points.append(((x1 + x2) / 2 / width, (y1 + y2) / 2 / height))
     pixels = preprocess_images(processor, images) if images else None
     points = torch.tensor(np.stack([s.mean_gaze_point_norm for s in kept]) if kept else np.zeros((0, 2)),
                           dtype=torch.float32)  # [N, 2] where each person looks (attention supervision)
-    return VqaExamples(pixels, questions, [answer_of(s) for s in kept], points), kept
+    heads = torch.tensor(head_points if kept else np.zeros((0, 2)), dtype=torch.float32)  # [N, 2] head centres
+    return VqaExamples(pixels, questions, [answer_of(s) for s in kept], points, heads), kept
 
 
 def _independent_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool) -> list[PersonSample]:
@@ -193,6 +235,11 @@ def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any
         vocabulary(vqa_cfg), image_size=train_cfg.image_size, patch_size=train_cfg.patch_size,
         hidden_size=train_cfg.hidden_size, vision_layers=train_cfg.vision_layers,
         text_layers=train_cfg.text_layers, heads=train_cfg.heads, seed=train_cfg.seed)
+    if train_cfg.position_init == "sincos":
+        grid_hw = (train_cfg.image_size // train_cfg.patch_size,) * 2
+        with torch.no_grad():
+            model.vision_model.embeddings.position_embedding.copy_(
+                sincos_position_embeddings(grid_hw, train_cfg.hidden_size)[None])
     vqa = as_vqa(model, processor, pick_device(vqa_cfg.device), model_id="synth_vqa")
 
     train_examples, train_kept = build_examples(training_samples(cfg, train_cfg, progress), processor, vqa_cfg,
@@ -205,7 +252,8 @@ def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any
     training = train_vqa(vqa, train_examples, train_cfg.epochs, train_cfg.batch_size, train_cfg.lr,
                          seed=train_cfg.seed, progress=progress, max_seconds=60 * train_cfg.max_minutes,
                          label_smoothing=train_cfg.label_smoothing, attention_weight=train_cfg.attention_weight,
-                         attention_layer=_supervised_layer(cfg))
+                         attention_layer=_supervised_layer(cfg), attention_sigma=train_cfg.attention_sigma,
+                         head_attention_weight=train_cfg.head_attention_weight)
     train_eval_n = min(len(train_examples), 500)
     train_accuracy = answer_accuracy(vqa, VqaExamples(train_examples.pixel_values[:train_eval_n],
                                                       train_examples.questions[:train_eval_n],

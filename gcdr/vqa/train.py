@@ -6,9 +6,18 @@ random horizontal flips of the pixels (the question and answer never depend on l
 
 Optional attention supervision (``attention_weight > 0``, examples with ``target_points_norm``): the text
 encoder's cross-attention of layer ``attention_layer`` (mean over heads and question tokens) is pulled towards a
-Gaussian (sigma = 1 patch) around a known point, by cross-entropy. A from-scratch ViT learns "where is the answer"
-from the answer alone far too slowly for a CPU budget; this dense signal is the shortcut (grounding supervision,
-as in VQA models trained with human attention maps).
+Gaussian (sigma = ``attention_sigma`` patches) around a known point, by cross-entropy. A from-scratch ViT learns
+"where is the answer" from the answer alone far too slowly for a CPU budget; this dense signal is the shortcut
+(grounding supervision, as in VQA models trained with human attention maps).
+Optional second stage of the same supervision (``head_attention_weight > 0``, examples with ``head_points_norm``):
+the cross-attention of the layer *before* ``attention_layer`` is pulled towards the asking person's head. The
+question is the same for every person, so the first cross-attention's queries cannot depend on the image: the
+patch keys alone must say "I am the target of the person in the green box", which a shallow ViT cannot compute.
+Reading the head first (where the person is, which way the face points) lets the next layer's queries depend on
+the person, and that layer then looks along the gaze.
+
+Schedule: linear warm-up, then cosine decay over the training's progress = the larger of the step fraction and,
+with ``max_seconds``, the time fraction, so a run cut short by its time budget still ends at a small learning rate.
 """
 
 from __future__ import annotations
@@ -36,12 +45,14 @@ class VqaExamples:
     pixel_values: [N, 3, S, S] processor output (float16 to halve memory; cast per batch).
     questions, answers: N strings each (answers "" for unknown, never used in training).
     target_points_norm: [N, 2] where the answer is in the image (x/W, y/H), or None.
+    head_points_norm: [N, 2] where the asking person's head is (x/W, y/H), or None.
     """
 
     pixel_values: torch.Tensor
     questions: list[str]
     answers: list[str]
     target_points_norm: torch.Tensor | None = None  # [N, 2] (x, y) in [0, 1] for attention supervision
+    head_points_norm: torch.Tensor | None = None  # [N, 2] (x, y) in [0, 1]: head-attention supervision
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -76,21 +87,44 @@ def attention_target(points_norm: torch.Tensor, grid_hw: tuple[int, int], sigma_
     return target / target.sum(1, keepdim=True)
 
 
+def _attention_cross_entropy(attention_probs: torch.Tensor, question_mask: torch.Tensor, points_norm: torch.Tensor,
+                             grid_hw: tuple[int, int], sigma_patches: float) -> torch.Tensor:
+    """Cross-entropy between a cross-attention and Gaussians around ``points_norm`` [B, 2].
+
+    attention_probs: [B, heads, Lq, 1 + h*w] (key 0 = image [CLS]); averaged over heads and the question's
+    non-padding tokens, then the [CLS] key is dropped. Returns the batch mean (nats).
+    """
+    weights = question_mask.float() / question_mask.sum(1, keepdim=True)  # [B, Lq]
+    attention = (attention_probs.mean(1) * weights[:, :, None]).sum(1)[:, 1:]  # [B, h*w]
+    target = attention_target(points_norm.cpu(), grid_hw, sigma_patches).to(attention.device)
+    return -(target * torch.log(attention.float() + 1e-8)).sum(1).mean()
+
+
 def vqa_loss(vqa: Vqa, pixel_values: torch.Tensor, questions: list[str], answers: list[str],
              label_smoothing: float = 0.0, points_norm: torch.Tensor | None = None,
-             attention_weight: float = 0.0, attention_layer: int = -2) -> torch.Tensor:
+             attention_weight: float = 0.0, attention_layer: int = -2, attention_sigma: float = 1.0,
+             head_points_norm: torch.Tensor | None = None, head_attention_weight: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens (incl. [SEP], excl. padding) given image and question,
-    plus ``attention_weight`` x the attention-supervision cross-entropy when ``points_norm`` [B, 2] is given."""
+    plus ``attention_weight`` x the attention-supervision cross-entropy of layer ``attention_layer`` when
+    ``points_norm`` [B, 2] is given, plus ``head_attention_weight`` x that of the layer before it towards
+    ``head_points_norm`` [B, 2] (module docstring)."""
     model = vqa.model
     question_ids, question_mask = encode_questions(vqa, questions)
     answer_ids, answer_mask = _answer_batch(vqa.tokenizer, answers, model.config.text_config.bos_token_id)
     answer_ids, answer_mask = answer_ids.to(vqa.device), answer_mask.to(vqa.device)
-    supervise = points_norm is not None and attention_weight > 0
-    captured: list[torch.Tensor] = []
-    handle = None
-    if supervise:
-        module = model.text_encoder.encoder.layer[attention_layer].crossattention.self
-        handle = module.register_forward_hook(lambda _m, _i, output: captured.append(output[1]))
+    layers = model.text_encoder.encoder.layer
+    supervised: dict[int, tuple[float, torch.Tensor]] = {}  # layer index -> (weight, points [B, 2])
+    if points_norm is not None and attention_weight > 0:
+        supervised[attention_layer % len(layers)] = (attention_weight, points_norm)
+    if head_points_norm is not None and head_attention_weight > 0:
+        head_layer = attention_layer % len(layers) - 1
+        if head_layer < 0:
+            raise ValueError(f"head attention supervision needs a text-encoder layer before layer {attention_layer} "
+                             f"(the text encoder has {len(layers)}); add text layers")
+        supervised[head_layer] = (head_attention_weight, head_points_norm)
+    captured: dict[int, torch.Tensor] = {}
+    handles = [layers[index].crossattention.self.register_forward_hook(
+        lambda _m, _i, output, index=index: captured.__setitem__(index, output[1])) for index in supervised]
     try:
         image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=vqa.device)
@@ -98,7 +132,7 @@ def vqa_loss(vqa: Vqa, pixel_values: torch.Tensor, questions: list[str], answers
                                              encoder_hidden_states=image_embeds,
                                              encoder_attention_mask=image_mask).last_hidden_state
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
     logits = model.text_decoder(input_ids=answer_ids, attention_mask=answer_mask,
                                 encoder_hidden_states=question_embeds,
@@ -106,24 +140,26 @@ def vqa_loss(vqa: Vqa, pixel_values: torch.Tensor, questions: list[str], answers
     targets = answer_ids[:, 1:].masked_fill(answer_mask[:, 1:] == 0, -100)
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
                            label_smoothing=label_smoothing)
-    if supervise:
-        weights = question_mask.float() / question_mask.sum(1, keepdim=True)  # [B, Lq]
-        attention = (captured[0].mean(1) * weights[:, :, None]).sum(1)[:, 1:]  # [B, h*w] (image [CLS] dropped)
-        target = attention_target(points_norm.cpu(), vqa.patch_grid_hw).to(attention.device)
-        loss = loss + attention_weight * -(target * torch.log(attention.float() + 1e-8)).sum(1).mean()
+    for index, (weight, points) in supervised.items():
+        loss = loss + weight * _attention_cross_entropy(captured[index], question_mask, points, vqa.patch_grid_hw,
+                                                        attention_sigma)
     return loss
 
 
 def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32, lr: float = 5e-4,
               weight_decay: float = 0.05, warmup_fraction: float = 0.05, flip: bool = True, seed: int = 0,
               progress: bool = True, max_seconds: float | None = None, label_smoothing: float = 0.0,
-              attention_weight: float = 0.0, attention_layer: int = -2) -> dict:
+              attention_weight: float = 0.0, attention_layer: int = -2, attention_sigma: float = 1.0,
+              head_attention_weight: float = 0.0) -> dict:
     """Train ``vqa.model`` in place; returns {"steps", "seconds", "final_loss"} (loss = mean of the last 20 steps).
 
-    max_seconds: stop early when the wall-clock budget is spent (the cosine schedule is not stretched).
+    max_seconds: stop early when the wall-clock budget is spent; the cosine decay follows the larger of the step
+    and the time fraction (module docstring), so the learning rate is small when the budget ends.
     label_smoothing: of the answer cross-entropy; keeps answer probabilities away from 1, where the gradients
     that Grad-CAM reads vanish.
-    attention_weight, attention_layer: attention supervision (module docstring); needs target_points_norm.
+    attention_weight, attention_layer, attention_sigma: attention supervision (module docstring); needs
+    target_points_norm. head_attention_weight: head-attention supervision of the layer before; needs
+    head_points_norm.
     The model is left in eval mode with frozen parameters, ready for Grad-CAM.
     """
     model = vqa.model
@@ -134,10 +170,17 @@ def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = max(1, epochs * steps_per_epoch)
     warmup = max(1, int(warmup_fraction * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
-    losses: list[float] = []
     start = time.perf_counter()
+
+    def progress_fraction(step_index: int) -> float:
+        fraction = step_index / total
+        if max_seconds:
+            fraction = max(fraction, (time.perf_counter() - start) / max_seconds)
+        return min(1.0, fraction)
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress_fraction(s))))
+    losses: list[float] = []
     step = 0
     bar = tqdm(total=total, desc="train vqa", unit="step", disable=not progress)
     for _epoch in range(epochs):
@@ -146,14 +189,16 @@ def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32
             index = order[first:first + batch_size]
             pixels = examples.pixel_values[index].to(device=vqa.device, dtype=vqa.dtype)  # [B, 3, S, S]
             points = None if examples.target_points_norm is None else examples.target_points_norm[index].clone()
+            heads = None if examples.head_points_norm is None else examples.head_points_norm[index].clone()
             if flip:
                 flipped = torch.rand(len(index), generator=generator) < 0.5
                 pixels[flipped.to(vqa.device)] = pixels[flipped.to(vqa.device)].flip(-1)
-                if points is not None:
-                    points[flipped, 0] = 1 - points[flipped, 0]
+                for xy in (points, heads):
+                    if xy is not None:
+                        xy[flipped, 0] = 1 - xy[flipped, 0]
             loss = vqa_loss(vqa, pixels, [examples.questions[i] for i in index],
                             [examples.answers[i] for i in index], label_smoothing, points, attention_weight,
-                            attention_layer)
+                            attention_layer, attention_sigma, heads, head_attention_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -163,6 +208,9 @@ def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if step % 100 == 0:
+                log.info("VQA training step %d: loss %.3f (mean of the last 100), lr %.2e, %.0f s", step,
+                         np.mean(losses[-100:]), schedule.get_last_lr()[0], time.perf_counter() - start)
             if max_seconds is not None and time.perf_counter() - start > max_seconds:
                 break
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
