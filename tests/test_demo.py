@@ -23,6 +23,8 @@ def test_demo_smoke_runs_every_stage_and_writes_the_results(tmp_path):
     assert list(quality["pseudo-labels"]) == ["Grad-CAM (raw)", "argmax Gaussian", "GCDR T=100", "GCDR T=250",
                                               "GCDR T=400"]
     assert len(students) == 5 and students["auc"].between(0, 1).all()
+    moved = dict(zip(quality["pseudo-labels"], quality["moved"]))
+    assert moved["Grad-CAM (raw)"] == 0 and all(0 <= v <= 1.5 for v in moved.values())
     assert "Pseudo-label quality" in result.stdout and "Students on the test split" in result.stdout
 
     assert len(list((demo / "logs").glob("*.log"))) == 16  # one log per stage
