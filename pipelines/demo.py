@@ -167,9 +167,10 @@ def main(argv: list[str] | None = None) -> None:
                      [f"split.ratio={ratio}"] if ratio else [], ["--pseudo", str(pseudo)])
 
     def refine(method: str, T: int = 0) -> Stage:
-        name, after = (f"refine T={T}", ("gradcam", "train-teacher")) if method == "gcdr" else (f"refine {method}", ("gradcam",))
-        return Stage(name, "refine", after, [f"refine.method={method}"] + ([f"refine.T={T}"] if T else []),
-                     ["--src", gradcam])
+        if method == "gcdr":  # only the diffusion refinement needs the teacher
+            return Stage(f"refine T={T}", "refine", ("gradcam", "train-teacher"),
+                         [f"refine.method={method}", f"refine.T={T}"], ["--src", gradcam])
+        return Stage(f"refine {method}", "refine", ("gradcam",), [f"refine.method={method}"], ["--src", gradcam])
 
     # Critical path first: synth-vqa -> gradcam -> refine T=250 -> its student; the rest fills the other slot.
     stages = [
