@@ -1,6 +1,6 @@
 """Evaluate a student checkpoint on the test split of the configured dataset.
 
-    make eval CKPT=outputs/synthgaze/students/vat-r0.1-none/best.pt [CONFIG=...]
+    make eval CKPT=outputs/synthgaze/students/vat-r0.1-none/last.pt [CONFIG=...]
 
 The checkpoint stores its model config, so it rebuilds itself (VAT or Gaze-LLE; a Gaze-LLE checkpoint
 names its DINOv2 backbone, which must be reachable). Prints the metric table (gcdr.metrics.evaluate) and
@@ -60,7 +60,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--ckpt", required=True, help="student checkpoint (best.pt / last.pt of train_student)")
+    parser.add_argument("--ckpt", required=True, help="student checkpoint (last.pt of train_student)")
     parser.add_argument("--out", default=None, help="JSON file (default: next to the checkpoint)")
     parser.add_argument("--protocol", default="auto", choices=PROTOCOLS,
                         help="metric protocol (auto: gcdr for VAT, gazelle for Gaze-LLE)")

@@ -97,7 +97,7 @@ def predict_folder(ckpt: str | Path, images_dir: str | Path, heads: list[str], o
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--ckpt", required=True, help="student checkpoint (best.pt / last.pt)")
+    parser.add_argument("--ckpt", required=True, help="student checkpoint (last.pt of train_student)")
     parser.add_argument("--images", required=True, help="folder of images")
     parser.add_argument("--heads", required=True, nargs="+",
                         help="head-box file(s) (comma-separated or repeated) or a folder of them")

@@ -5,12 +5,15 @@
 Training set: the labeled persons of the split (ground-truth Gaussians) plus the unlabeled persons that
 have a valid map in the pseudo-label folder (the map is their target); PSEUDO=none trains on the labeled
 persons only; RATIO=1.0 = every train person labeled (full supervision). Loss: VAT masked MSE x 10000,
-Gaze-LLE BCE (gcdr.students.training). Evaluated on the test split every ``eval_every`` epochs; writes to
-``gcdr.paths.student_dir``:
+Gaze-LLE BCE (gcdr.students.training). A run trains for a fixed budget (epochs x steps) and reports the
+last model: no checkpoint is chosen by test metrics. The test split is scored once, after the last epoch
+(``eval_every`` > 0 adds intermediate test rows to history.csv for plotting; they choose nothing).
+Writes to ``gcdr.paths.student_dir``:
 
-    last.pt / best.pt        checkpoints ({"model_config", "state_dict", ...}; best by student.select_best_by)
+    last.pt                  checkpoint ({"model_config", "state_dict", optimiser / scheduler state, history})
     history.csv, tb/         per-epoch table and TensorBoard logs
-    metrics.json             {"final": test metrics of the last model, "best": ..., training-set counts}
+    metrics.json             {"final": test metrics of the last model, training-set counts}; written last:
+                             a run without it is not finished, whatever else is there
     provenance.json
 
 CPU, GPU, several GPUs, mixed precision and gradient accumulation come from Accelerate alone
@@ -51,7 +54,6 @@ from gcdr.students.training import (
     StudentConfig,
     TrainingSet,
     assemble_training_set,
-    better,
     build_student,
     load_init_weights,
     lr_lambda,
@@ -160,10 +162,11 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
         if resume.get("fingerprint") != run_id:
             raise SystemExit(f"{last_path} belongs to a run with other settings; use --restart to start over "
                              "(or another OUT)")
+        metrics_path = out_dir / "metrics.json"
         finished = resume["epoch"] >= student.epochs or (student.max_steps and resume["global_step"] >= student.max_steps)
-        if finished and (out_dir / "metrics.json").exists():  # without it: fall through, write it, train nothing
+        if finished and metrics_path.exists() and _read_json(metrics_path).get("final", {}).get("epoch") == resume["epoch"]:
             log.info("%s: already finished (epoch %d); --restart to train again", out_dir, resume["epoch"])
-            return _read_json(out_dir / "metrics.json")
+            return _read_json(metrics_path)
 
     torch.manual_seed(student.seed)
     np.random.seed(student.seed)
@@ -184,7 +187,7 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
     optimizer = torch.optim.Adam(parameters, lr=student.learning_rate, weight_decay=student.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(student, student.epochs))
 
-    start_epoch, global_step, best_value, best_metrics, history = 0, 0, None, None, []
+    start_epoch, global_step, history = 0, 0, []
     if resume is not None:
         if isinstance(model, GazeLLE):
             model.load_decoder_state_dict(resume["state_dict"])
@@ -192,8 +195,7 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
             model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        start_epoch, global_step = resume["epoch"], resume["global_step"]
-        best_value, best_metrics, history = resume["best_value"], resume["best_metrics"], resume["history"]
+        start_epoch, global_step, history = resume["epoch"], resume["global_step"], resume["history"]
         log.info("resuming %s from epoch %d (step %d)", out_dir, start_epoch, global_step)
     runner = BatchStudent(model)  # forward(batch): what DDP wraps
     runner, optimizer, train_loader, test_loader = accelerator.prepare(runner, optimizer, train_loader, test_loader)
@@ -221,6 +223,9 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
     for epoch in range(start_epoch, student.epochs):
         if student.max_steps and global_step >= student.max_steps:
             break
+        # the prepared loader keeps its own epoch counter (0 in a new process) and passes it on to the
+        # sampler when iterated: set it, so that a resumed epoch draws the batches of an uninterrupted run
+        train_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
         runner.train()
@@ -255,7 +260,7 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
                "train_loss": float(np.mean(losses)) if losses else float("nan"), "batches": n_batches,
                "epoch_time_s": round(epoch_time, 2)}
         metrics = None
-        if (epoch + 1) % student.eval_every == 0 or last_epoch:
+        if last_epoch or (student.eval_every and (epoch + 1) % student.eval_every == 0):
             eval_start = time.perf_counter()
             metrics = evaluate_student(runner, test_loader, test_ds, accelerator, student, dataset_format)
             row.update({k: metrics[k] for k in ("auc", "avg_l2", "min_l2", "ap") if k in metrics})
@@ -266,14 +271,12 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
         history.append(row)
         if main:
             unwrapped = accelerator.unwrap_model(runner).student
-            if metrics is not None and better(student.select_best_by, metrics[student.select_best_by], best_value):
-                best_value, best_metrics = metrics[student.select_best_by], dict(metrics, epoch=epoch + 1)
-                save_checkpoint(out_dir / "best.pt", unwrapped, config, epoch=epoch + 1, metrics=best_metrics)
-            save_checkpoint(last_path, unwrapped, config, epoch=epoch + 1, global_step=global_step,
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            best_value=best_value, best_metrics=best_metrics, history=history,
-                            fingerprint=run_id, stopped_by_max_steps=stopped_by_max_steps, metrics=metrics)
+            # history.csv first, last.pt second, metrics.json (below) last: a kill anywhere leaves history.csv
+            # ahead of or equal to last.pt, and the resumed run rewrites it from last.pt's own history
             write_history(out_dir / "history.csv", history)
+            save_checkpoint(last_path, unwrapped, config, epoch=epoch + 1, global_step=global_step,
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history,
+                            fingerprint=run_id, stopped_by_max_steps=stopped_by_max_steps, metrics=metrics)
             for key, value in row.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
                     writer.add_scalar(f"epoch/{key}", value, epoch + 1)
@@ -281,8 +284,7 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
         if stopped_by_max_steps:
             break
 
-    result = {"final": history[-1] if history else {}, "best": best_metrics,
-              "select_best_by": student.select_best_by, "student": student.model, "backbone": config["backbone"],
+    result = {"final": history[-1] if history else {}, "student": student.model, "backbone": config["backbone"],
               "pseudo": pseudo or "none", "ratio": cfg["split"]["ratio"], "training_set": train_set.counts,
               "steps": global_step, "train_time_s": round(train_time, 2),
               "train_samples_per_s": round(samples_seen / train_time, 2) if train_time else None,

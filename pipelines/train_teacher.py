@@ -183,6 +183,7 @@ def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: b
     n_labeled = sum(train_ds.labeled)
     val_ds = validation_dataset(cfg, teacher) if accelerator.is_main_process else None
 
+    torch.manual_seed(teacher.seed)  # the initial weights: same seed, same teacher
     model = build_teacher(teacher)
     ema = make_ema_teacher(model) if teacher.mean_teacher else None
     optimizer = torch.optim.Adam(model.parameters(), lr=teacher.lr, weight_decay=teacher.weight_decay)
@@ -201,8 +202,12 @@ def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: b
         start_epoch, global_step, history = checkpoint["epoch"], checkpoint["global_step"], checkpoint["history"]
         log.info("resuming %s at epoch %d (step %d)", checkpoint_path, start_epoch, global_step)
     if start_epoch >= teacher.epochs:
-        log.info("%s: already trained for %d epochs (teacher.epochs=%d); nothing to do", out_dir, start_epoch,
-                 teacher.epochs)
+        if accelerator.is_main_process:  # a kill after the checkpoint may have left model/ behind it: export again
+            model.save_pretrained(out_dir / MODEL_DIR)
+            write_provenance(out_dir, STAGE, cfg, status="done", epochs_done=start_epoch,
+                             last=history[-1] if history else {}, model_dir=str(out_dir / MODEL_DIR))
+        log.info("%s: already trained for %d epochs (teacher.epochs=%d); model/ exported from the checkpoint",
+                 out_dir, start_epoch, teacher.epochs)
         return history[-1] if history else {}
 
     counts = model.parameter_counts()

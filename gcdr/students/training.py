@@ -90,8 +90,8 @@ class StudentConfig:
     inout_loss_weight: weight of the in/out BCE (0 = off, GCDR's --no_inout); labeled rows only, plus the
                        unlabeled rows' GT flag with unlabeled_inout=gt.
     amp_factor:        VAT MSE amplification (10000).
-    select_best_by:    avg_l2 | min_l2 (lower is better) | auc (higher) for best.pt.
-    eval_every:        evaluate on the test split every N epochs (and after the last).
+    eval_every:        0 = score the test split once, after the last epoch (the reported model); N > 0 also
+                       every N epochs, for plotting only: no checkpoint is chosen by test metrics.
     eval_protocol:     auto (vat -> gcdr, gazelle -> gazelle) | gcdr | vat | gazelle (gcdr.metrics).
     num_workers:       DataLoader workers (worker processes run torch single-threaded: on a busy CPU
                        1-2 workers keep image decoding / augmentation off the training thread).
@@ -128,8 +128,7 @@ class StudentConfig:
     unlabeled_inout: str = "ignore"
     inout_loss_weight: float = 0.0
     amp_factor: float = 10000.0
-    select_best_by: str = "avg_l2"
-    eval_every: int = 1
+    eval_every: int = 0
     eval_protocol: str = "auto"
     num_workers: int = 0
     cpu_threads: int | None = None
@@ -139,7 +138,7 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         choices = {"model": MODELS, "lr_schedule": ("auto", "multistep", "cosine", "constant"),
-                   "unlabeled_inout": ("ignore", "gt"), "select_best_by": ("avg_l2", "min_l2", "auc"),
+                   "unlabeled_inout": ("ignore", "gt"),
                    "eval_protocol": ("auto", "gcdr", "vat", "gazelle")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -478,15 +477,6 @@ def lr_lambda(cfg: StudentConfig, total_epochs: int):
         return lambda epoch: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, total_epochs)
                                                                           / total_epochs))
     return lambda epoch: 1.0
-
-
-def better(metric: str, value: float, best: float | None) -> bool:
-    """Whether ``value`` of ``metric`` beats ``best`` (auc: higher; L2: lower; NaN never wins)."""
-    if value is None or not np.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value > best if metric == "auc" else value < best
 
 
 def config_dict(cfg: StudentConfig) -> dict[str, Any]:
