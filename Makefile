@@ -1,6 +1,8 @@
 # gcdr: every stage is `python -m pipelines.<stage>`; these targets pass the Make variables on.
 # Variables (all optional): CONFIG DATA OUT RATIO SEED SPLIT T STEPS SAMPLES SRC METHOD MEAN_TEACHER
-#                           STUDENT PSEUDO EPOCHS CKPT IMAGES HEADS VS QUICK JOBS
+#                           STUDENT PSEUDO EPOCHS CKPT IMAGES HEADS VS QUICK JOBS SET
+# SET="key.sub=value key2=value2": any config overrides, each passed as --set to every stage (after the
+# variables above, so it wins); space-separated, so a value cannot contain spaces (use a config file then).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -22,14 +24,15 @@ SETS := $(if $(DATA),--set dataset.root=$(DATA)) \
         $(if $(METHOD),--set refine.method=$(METHOD)) \
         $(if $(MEAN_TEACHER),--set teacher.mean_teacher=$(MEAN_TEACHER)) \
         $(if $(STUDENT),--set student.model=$(STUDENT)) \
-        $(if $(EPOCHS),--set student.epochs=$(EPOCHS))
+        $(if $(EPOCHS),--set student.epochs=$(EPOCHS)) \
+        $(foreach s,$(SET),--set $(s))
 RUN := $(PY) -m
 # NPROC>1: split gradcam / refine / training across processes (or GPUs) with accelerate
 LAUNCH := $(if $(filter 1,$(NPROC)),$(RUN),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 ARGS := --config $(CONFIG) $(SETS)
 
 .PHONY: install test lint demo demo-smoke data-synth split synth-vqa gradcam train-teacher refine \
-        train-student eval predict inspect bench clean
+        train-student eval predict inspect bench ablation clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +80,9 @@ inspect: install
 
 bench: install
 	$(RUN) pipelines.bench $(ARGS) $(if $(QUICK),--quick)
+
+ablation: install
+	$(RUN) pipelines.ablation $(ARGS) $(if $(JOBS),--jobs $(JOBS))
 
 demo: install
 	$(RUN) pipelines.demo $(ARGS) $(if $(JOBS),--jobs $(JOBS))

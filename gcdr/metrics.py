@@ -1,4 +1,4 @@
-"""Gaze-following metrics: the one evaluation used by every stage and test (METHOD_FACTS §3, §8.4).
+"""Gaze-following metrics: the one evaluation used by every stage and test (docs/protocols.md).
 
 Per person, from a predicted heatmap P (64x64; GazeFollow also takes any h x w) and the ground-truth points:
 
@@ -8,7 +8,7 @@ Per person, from a predicted heatmap P (64x64; GazeFollow also takes any h x w) 
   - GazeFollow: at the ORIGINAL image size H x W. Target = one pixel per annotator at
     (row int(g_y H), col int(g_x W)), clamped to the image; P is resized bilinearly to H x W and ranked
     against that target exactly as ``sklearn.metrics.roc_auc_score`` would.
-  - VideoAttentionTarget: on the 64x64 grid against the binarised §2.3 Gaussian, i.e. the 19x19 square
+  - VideoAttentionTarget: on the 64x64 grid against the binarised Gaussian (docs/official-code.md#gaussian-target), i.e. the 19x19 square
     [max(0, int(64g - 9)), min(int(64g + 10), end)) per axis. L2 on in-frame frames only; in/out AP over
     all frames with a known flag (label 1 = in frame) with ``sklearn.metrics.average_precision_score``.
 
@@ -28,16 +28,18 @@ Protocols: how P becomes the ranked scores (they differ in ties, borders and rou
   (align_corners False, edge-clamped border), no normalisation; target pixels from float64 products.
   VideoAttentionTarget: gazelle's square, right/bottom end at 63 (index 63 never inside), raw float P.
 
-Why "gcdr" is the default: the project re-implements GCDR, and this is the protocol behind GCDR's
-semi-supervised evaluation (§8.4), so our numbers compare with GCDR's own.
+Gaze points arrive as the float64 values of the annotation files (``PersonSample``); each protocol rounds
+them only where its own code does: to float32 for "vat" and "gcdr" (VAT's and GCDR's gaze tensors; the
+VideoAttentionTarget square is then computed in float32 too), never for "gazelle" (Python floats). Min/avg
+L2 are computed in float64 for every protocol (VAT's float32 L2 differs by ~1e-8).
 
-skimage is not installed, so the "gcdr" resize is rebuilt: float64 ``cv2.resize`` (INTER_LINEAR) uses the
-same half-pixel coordinates as skimage's ``ndimage.zoom(..., grid_mode=True)`` and agrees with it to ~1e-15
-inside the image, but cv2 (like torch) CLAMPS where the source coordinate leaves [0, n - 1] while skimage
-MIRRORS there, so those few outer rows/columns (5 per side for 64 -> 640) are recomputed with the mirror
-rule; the result is rounded to the map's dtype as ndimage does. When a side shrinks (image smaller than the
-map), skimage's own anti-aliased path runs through scipy.ndimage. tests/test_metrics.py checks the result
-against ``scipy.ndimage.zoom`` (skimage's engine) to float64 rounding.
+Why "gcdr" is the default: the project re-implements GCDR, and this is the protocol behind GCDR's
+semi-supervised evaluation (docs/protocols.md#which-protocol-is-used-where), so our numbers compare with GCDR's own.
+
+skimage is not a dependency: the "gcdr" resize calls scipy.ndimage exactly as
+``skimage.transform.resize`` does (zoom with ``grid_mode=True``, mirror border, Gaussian pre-filter when a
+side shrinks, clip to the input range), so it equals skimage's output bit for bit, ties included
+(tests/test_metrics.py keeps skimage's values for a hand case). It costs ~6 ms per 640x480 person.
 
 Speed: only the ~10 positive pixels' ranks matter, so the AUC is the Mann-Whitney statistic (fraction of
 (positive, negative) pairs ordered correctly, ties counting 1/2) from counts of pixels strictly below /
@@ -46,12 +48,10 @@ equal to each positive value -- identical to ``roc_auc_score`` without sorting 3
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("gcdr", "vat", "gazelle")
 DATASETS = ("gazefollow", "videoattentiontarget")
 HEATMAP_SIZE = 64
-# Half-width of the §2.3 Gaussian patch (3 sigma, sigma = 3): the patch spans int(p - 9) .. int(p + 10) - 1.
+# Half-width of the Gaussian patch (docs/official-code.md#gaussian-target) (3 sigma, sigma = 3): the patch spans int(p - 9) .. int(p + 10) - 1.
 _GAUSSIAN_RADIUS = 9
 # GCDR's train_gazefollow_semisup.py normalises predictions with this epsilon before evaluating.
 _GCDR_MIN_MAX_EPS = 1e-11
@@ -200,16 +200,19 @@ def gazefollow_auc(heatmap: np.ndarray | torch.Tensor, gaze_points_norm: np.ndar
 
 
 def videoattention_target_64(gaze_points_norm: np.ndarray, protocol: str = "gcdr") -> np.ndarray:
-    """[64, 64] bool AUC target of VideoAttentionTarget: the binarised §2.3 Gaussian per point (union).
+    """[64, 64] bool AUC target of VideoAttentionTarget: the binarised Gaussian (docs/official-code.md#gaussian-target) per point (union).
 
-    Rows/cols [max(0, int(64 g - 9)), min(int(64 g + 10), end)), end = 64 for "vat"/"gcdr" (VAT draws the
-    Gaussian, whose support is this square, and thresholds it at > 0) and 63 for "gazelle".
+    Rows/cols [max(0, int(64 g - 9)), min(int(64 g + 9 + 1), end)), end = 64 for "vat"/"gcdr" (VAT draws the
+    Gaussian, whose support is this square, and thresholds it at > 0) and 63 for "gazelle". The arithmetic
+    is each protocol's own: float32 for "vat"/"gcdr" (VAT's gaze tensors), float64 for "gazelle".
     """
     _check_protocol(protocol)
     end = HEATMAP_SIZE - 1 if protocol == "gazelle" else HEATMAP_SIZE
+    # VAT: float32 tensors (g * 64, then - 9 and + 9 + 1 in float32); gazelle: Python floats (float64)
+    dtype = np.float64 if protocol == "gazelle" else np.float32
     target = np.zeros((HEATMAP_SIZE, HEATMAP_SIZE), bool)
-    for gaze_x, gaze_y in np.asarray(gaze_points_norm, np.float64).reshape(-1, 2):
-        x, y = gaze_x * HEATMAP_SIZE, gaze_y * HEATMAP_SIZE
+    for gaze_x, gaze_y in np.asarray(gaze_points_norm, np.float64).reshape(-1, 2).astype(dtype):
+        x, y = gaze_x * dtype(HEATMAP_SIZE), gaze_y * dtype(HEATMAP_SIZE)
         left, top = max(0, int(x - _GAUSSIAN_RADIUS)), max(0, int(y - _GAUSSIAN_RADIUS))
         right, bottom = min(int(x + _GAUSSIAN_RADIUS + 1), end), min(int(y + _GAUSSIAN_RADIUS + 1), end)
         target[top:bottom, left:right] = True
@@ -267,78 +270,23 @@ def _min_max(heatmap: np.ndarray) -> np.ndarray:
 
 
 def _skimage_resize_linear(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """``skimage.transform.resize(image, size_hw, order=1)`` (defaults: mode "reflect", anti_aliasing when
-    down-sampling, clip=True) for a float32/float64 [h, w] image; same dtype out."""
-    in_height, in_width = image.shape
-    out_height, out_width = size_hw
-    if out_height < in_height or out_width < in_width:  # rare: skimage's anti-aliased path, run by scipy
-        factors = np.array([in_height / out_height, in_width / out_width])
+    """``skimage.transform.resize(image, size_hw, order=1)`` with its defaults (mode "reflect" = ndimage
+    "mirror", anti-aliasing only when a side shrinks, clip=True), bit for bit, for a float32/float64 [h, w]
+    image; same dtype out.
+
+    scikit-image (>= 0.19) is a thin layer over scipy.ndimage: this runs the very calls it makes, with the
+    same arguments (zoom factors 1 / (in / out), half-pixel ``grid_mode``, the Gaussian anti-aliasing sigma
+    max(0, (in / out - 1) / 2)), so ties in the upsampled map fall exactly where GCDR's evaluation has them.
+    """
+    factors = np.divide(image.shape, size_hw)  # [2] input / output per axis
+    filtered = image
+    if (factors > 1).any():  # skimage's anti_aliasing=None default: on when any side shrinks
         filtered = ndimage.gaussian_filter(image, np.maximum(0, (factors - 1) / 2), mode="mirror")
-        out = ndimage.zoom(filtered, 1 / factors, order=1, mode="mirror", grid_mode=True)
-        np.clip(out, image.min(), image.max(), out=out)  # skimage's clip=True
-        return out
-    # cv2's float64 bilinear = ndimage.zoom(grid_mode=True) except where the source coordinate leaves
-    # [0, n - 1]: cv2 clamps, skimage mirrors. Only those outer rows/columns are recomputed.
-    source = image.astype(np.float64)
-    out = cv2.resize(source, (out_width, out_height), interpolation=cv2.INTER_LINEAR)  # [H, W] float64
-    row_low, row_high, row_frac = _mirror_linear_taps(in_height, out_height)  # [H] x 3
-    col_low, col_high, col_frac = _mirror_linear_taps(in_width, out_width)  # [W] x 3
-    border_rows = _outside_indices(in_height, out_height)
-    if border_rows.size:
-        rows = _lerp(source[row_low[border_rows]], source[row_high[border_rows]],
-                     row_frac[border_rows, None])  # [r, w]
-        out[border_rows] = _lerp(rows[:, col_low], rows[:, col_high], col_frac)  # [r, W]
-    border_cols = _outside_indices(in_width, out_width)
-    if border_cols.size:
-        cols = _lerp(source[:, col_low[border_cols]], source[:, col_high[border_cols]],
-                     col_frac[border_cols])  # [h, c]
-        out[:, border_cols] = _lerp(cols[row_low], cols[row_high], row_frac[:, None])  # [H, c]
-    if image.dtype == np.float64:
-        np.clip(out, image.min(), image.max(), out=out)  # skimage's clip=True
-        return out
-    # float32: ndimage computes in float64 and rounds to float32, as here. skimage's clip is then a no-op:
-    # bilinear weights are non-negative, so a value can pass the range by float64 rounding only, which the
-    # rounding to float32 (whose grid holds the range ends) undoes.
-    return out.astype(np.float32)
-
-
-def _lerp(low: np.ndarray, high: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    return low * (1.0 - frac) + high * frac
-
-
-@functools.lru_cache(maxsize=256)
-def _source_coordinates(n_in: int, n_out: int) -> np.ndarray:
-    """Half-pixel-centre source coordinate of each output index: (i + 0.5) * n_in / n_out - 0.5."""
-    return _read_only((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5)
-
-
-@functools.lru_cache(maxsize=256)
-def _outside_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Output indices whose source coordinate lies outside [0, n_in - 1] (where mirror != clamp)."""
-    if n_in < 2:
-        return _read_only(np.zeros(0, np.int64))  # a single source row is constant either way
-    source = _source_coordinates(n_in, n_out)
-    return _read_only(np.flatnonzero((source < 0) | (source > n_in - 1)))
-
-
-@functools.lru_cache(maxsize=256)
-def _mirror_linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output index: lower and upper source index and the upper one's weight, mirroring the source
-    coordinate about the edge pixel centres (ndimage "mirror")."""
-    if n_in < 2:
-        zeros = _read_only(np.zeros(n_out, np.int64))
-        return zeros, zeros, _read_only(np.zeros(n_out))
-    source = _source_coordinates(n_in, n_out)
-    source = np.where(source < 0, -source, source)
-    source = np.where(source > n_in - 1, 2 * (n_in - 1) - source, source)
-    low = np.clip(np.floor(source).astype(np.int64), 0, n_in - 2)
-    return _read_only(low), _read_only(low + 1), _read_only(source - low)
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """Cached arrays are shared between calls: make accidental in-place edits fail loudly."""
-    array.flags.writeable = False
-    return array
+    out = ndimage.zoom(filtered, [1 / factor for factor in factors], order=1, mode="mirror", grid_mode=True)
+    if out.shape != tuple(size_hw):  # zoom rounds in * (1 / (in / out)); never seen to miss
+        raise AssertionError(f"ndimage.zoom gave {out.shape}, expected {tuple(size_hw)}")
+    np.clip(out, image.min(), image.max(), out=out)  # skimage's clip=True: the range of its input
+    return out
 
 
 def _bytescale(heatmap: np.ndarray) -> np.ndarray:

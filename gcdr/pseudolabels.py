@@ -5,18 +5,33 @@ Layout of a folder::
     provenance.json          what produced it (stage, config, model ids, source folder, git revision, time)
     manifest.csv             one row per person, merged from the parts (written by ``finalize``)
     summary.json             counts: persons, valid, invalid per reason
-    parts/<shard>-<seq>.csv               manifest rows of one chunk (written LAST: marks the chunk done)
+    parts/format.json                     marks a folder whose every chunk has an index (written by new folders)
     parts/<shard>-<seq>.heatmap_64.npy    [N, 64, 64] float16, min-max normalised to [0, 1] (zeros if invalid)
     parts/<shard>-<seq>.raw.npy           [N, h, w] float32 raw maps on the producing model's grid (optional)
+    parts/<shard>-<seq>.index.json        the chunk's integrity record: rows, sha256 of its sample ids, and
+                                          bytes + sha256 of each of its files (csv, heatmap_64.npy, raw.npy)
+    parts/<shard>-<seq>.csv               manifest rows of one chunk (written LAST: marks the chunk done)
     previews/<n>_<sample id>.png          overlays a person can browse
 
-Every file is written atomically; a chunk counts as done only once its CSV exists, so an interrupted
-job loses at most the chunk in flight and a resumed job skips every sample id already in a CSV.
+Every file is written atomically, in the order arrays, index, CSV; a chunk counts as done only once its CSV
+exists, so an interrupted job loses at most the chunk in flight (its arrays and index are orphans, removed
+by the next writer of that shard) and a resumed job skips every sample id already in a CSV.
 Several processes write disjoint shards (``shard="rank0"``, ``"rank1"``...) into one folder.
+
+Integrity: opening a folder (:class:`PseudoLabelFolder`, :func:`read_manifest`, a :class:`PseudoLabelWriter`,
+:func:`finalize`) checks every chunk once: its files' sizes and sha256 against its index, the CSV's ``part`` and
+``row`` columns (row i of a chunk is map i), the arrays' headers and shapes against the CSV; and, when
+``manifest.csv`` exists, that it agrees row by row with the parts (it may lag behind chunks written after
+it, never disagree). Any disagreement raises :class:`PseudoLabelFolderError`, one line naming the file, what is
+wrong and what to do; the parts are the only source of maps. Folders written before indexes existed
+(no ``parts/format.json``) are still read: everything but the checksums is checked, and that is logged once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import re
 from collections import Counter
@@ -33,6 +48,9 @@ from gcdr.provenance import PROVENANCE_FILE
 log = logging.getLogger(__name__)
 
 HEATMAP_SIZE = 64
+FORMAT_FILE = "format.json"      # in parts/: every chunk of this folder has an index
+INDEX_SUFFIX = ".index.json"
+INDEX_VERSION = 1
 MANIFEST_COLUMNS = [
     "sample_id", "image_path", "head_x1_px", "head_y1_px", "head_x2_px", "head_y2_px",
     "answer", "key_noun", "valid", "invalid_reason", "source", "part", "row", "raw_h", "raw_w",
@@ -95,6 +113,281 @@ def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("_")[-80:]
 
 
+class PseudoLabelFolderError(ValueError):
+    """A damaged pseudo-label folder: the message names the file, what is wrong and what to do."""
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ids_sha256(sample_ids) -> str:
+    return _sha256_bytes(json.dumps([str(s) for s in sample_ids]).encode("utf-8"))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
+def _stage(folder: Path) -> str:
+    """The stage that wrote the folder (from provenance.json), for error messages."""
+    try:
+        stage = json.loads((folder / PROVENANCE_FILE).read_text()).get("stage")
+    except (OSError, ValueError, AttributeError):
+        stage = None
+    return f"the {stage} stage" if stage else "the stage that wrote it"
+
+
+def _chunk_error(folder: Path, path: Path, problem: str) -> PseudoLabelFolderError:
+    chunk = path.name.split(".")[0]
+    return PseudoLabelFolderError(
+        f"{path}: {problem}; delete {folder / 'parts' / chunk}.* and rerun {_stage(folder)} to redo that chunk")
+
+
+def _manifest_error(folder: Path, problem: str) -> PseudoLabelFolderError:
+    return PseudoLabelFolderError(
+        f"{folder / 'manifest.csv'}: {problem}; rerun {_stage(folder)} to rewrite it from the parts "
+        "(or delete it: the parts are read without it)")
+
+
+def _chunk_names(parts_dir: Path) -> list[str]:
+    """Done chunks (those whose CSV landed), sorted; temporary files (".name...") are not chunks."""
+    return sorted(p.name[: -len(".csv")] for p in parts_dir.glob("*.csv") if not p.name.startswith("."))
+
+
+def _read_csv(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), keep_default_na=False,
+                       dtype={"sample_id": str, "answer": str, "key_noun": str})
+
+
+def _is_int(value) -> bool:
+    """An integer as read_csv gives it (int, or a whole float in a column with gaps)."""
+    return isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+
+
+def _npy_shape(folder: Path, path: Path) -> tuple[int, ...]:
+    """Shape from a .npy header; error if the header is damaged or the data is shorter/longer than it says."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(f)
+            offset = f.tell()
+    except (OSError, ValueError, EOFError) as error:
+        raise _chunk_error(folder, path, f"is not a readable .npy file ({_first_line(error)})") from error
+    if dtype.hasobject or dtype.kind != "f":
+        raise _chunk_error(folder, path, f"holds {dtype}, not floats")
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        what = "is truncated" if size < expected else "is longer than its header says"
+        raise _chunk_error(folder, path, f"{what} ({size} bytes, the header of shape {tuple(shape)} needs {expected})")
+    return tuple(int(d) for d in shape)
+
+
+def _check_index_files(folder: Path, chunk: str, index_path: Path, csv_data: bytes, checksums: bool) -> dict:
+    parts = folder / "parts"
+    try:
+        index = json.loads(index_path.read_text())
+        files = index["files"]
+        ok = (index.get("chunk") == chunk and isinstance(files, dict) and f"{chunk}.csv" in files
+              and f"{chunk}.heatmap_64.npy" in files
+              and set(files) <= {f"{chunk}.csv", f"{chunk}.heatmap_64.npy", f"{chunk}.raw.npy"}
+              and all(isinstance(e["bytes"], int) and isinstance(e["sha256"], str) for e in files.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise _chunk_error(folder, index_path, f"is damaged ({_first_line(error)})") from error
+    if not ok:
+        raise _chunk_error(folder, index_path, f"is not a valid index of chunk {chunk}")
+    raw_path = parts / f"{chunk}.raw.npy"
+    if raw_path.exists() and raw_path.name not in files:
+        raise _chunk_error(folder, raw_path, f"is not recorded in {index_path.name}")
+    for name, entry in files.items():
+        path = parts / name
+        if not path.is_file():
+            raise _chunk_error(folder, path, f"is missing (recorded in {index_path.name})")
+        size = len(csv_data) if name.endswith(".csv") else path.stat().st_size
+        if size != entry["bytes"]:
+            what = "is truncated" if size < entry["bytes"] else "is longer than recorded"
+            raise _chunk_error(folder, path, f"{what} ({size} bytes, {index_path.name} records {entry['bytes']})")
+        if checksums:
+            digest = _sha256_bytes(csv_data) if name.endswith(".csv") else _sha256_file(path)
+            if digest != entry["sha256"]:
+                raise _chunk_error(folder, path, f"does not match its sha256 in {index_path.name} (damaged or edited)")
+    return index
+
+
+def _load_chunk(folder: Path, chunk: str, require_index: bool, checksums: bool) -> tuple[pd.DataFrame, bool]:
+    """One done chunk's manifest rows, after checking the chunk's files agree; (rows, has an index)."""
+    parts = folder / "parts"
+    csv_path, index_path = parts / f"{chunk}.csv", parts / f"{chunk}{INDEX_SUFFIX}"
+    heat_path, raw_path = parts / f"{chunk}.heatmap_64.npy", parts / f"{chunk}.raw.npy"
+    try:
+        csv_data = csv_path.read_bytes()
+    except OSError as error:
+        raise _chunk_error(folder, csv_path, f"cannot be read ({_first_line(error)})") from error
+    index = None
+    if index_path.exists():
+        index = _check_index_files(folder, chunk, index_path, csv_data, checksums)
+    elif require_index:
+        raise _chunk_error(folder, index_path, f"is missing (parts/{FORMAT_FILE} says every chunk has one)")
+
+    try:
+        frame = _read_csv(csv_data)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise _chunk_error(folder, csv_path, f"cannot be parsed ({_first_line(error)})") from error
+    absent = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if absent:
+        raise _chunk_error(folder, csv_path, f"lacks the columns {absent}")
+    n = len(frame)
+    if n == 0:
+        raise _chunk_error(folder, csv_path, "has no rows")
+    # plain lists: a chunk has a few hundred rows, where pandas' per-call overhead would dominate
+    def first(bad) -> int | None:
+        return next((i for i, b in enumerate(bad) if b), None)
+
+    def fail_at(i: int, problem: str) -> PseudoLabelFolderError:
+        return _chunk_error(folder, csv_path, f"line {i + 2}: {problem}")
+
+    parts_column = frame["part"].tolist()
+    if (i := first(str(v) != chunk for v in parts_column)) is not None:
+        raise fail_at(i, f"part {parts_column[i]!r} is not {chunk!r}")
+    rows = frame["row"].tolist()
+    if (i := first(not _is_int(v) or int(v) != k for k, v in enumerate(rows))) is not None:
+        raise fail_at(i, f"row {rows[i]} where {i} belongs (row values must be 0..N-1 in order: rows swapped "
+                         "or edited)")
+    ids = [str(v) for v in frame["sample_id"].tolist()]
+    seen: set[str] = set()
+    if (i := first(not v or v in seen or seen.add(v) for v in ids)) is not None:
+        raise fail_at(i, f"empty or repeated sample id {ids[i]!r}")
+    valid = [str(v).lower() for v in frame["valid"].tolist()]
+    if (i := first(v not in ("true", "false", "1", "0") for v in valid)) is not None:
+        raise fail_at(i, f"valid is {frame['valid'].iloc[i]!r}, not True/False")
+    raw_h, raw_w = frame["raw_h"].tolist(), frame["raw_w"].tolist()
+    if (i := first(not (_is_int(h) and _is_int(w) and h >= 0 and w >= 0) for h, w in zip(raw_h, raw_w))) is not None:
+        raise fail_at(i, f"raw_h, raw_w = {raw_h[i]!r}, {raw_w[i]!r} are not sizes")
+    raw_hw = np.array([raw_h, raw_w], np.int64).T
+    if index is not None and (index.get("rows") != n or index.get("sample_ids_sha256") != _ids_sha256(ids)):
+        raise _chunk_error(folder, csv_path, f"its sample ids disagree with {index_path.name}")
+
+    if not heat_path.is_file():
+        raise _chunk_error(folder, heat_path, f"is missing ({csv_path.name} lists {n} persons)")
+    shape = _npy_shape(folder, heat_path)
+    if shape != (n, HEATMAP_SIZE, HEATMAP_SIZE):
+        raise _chunk_error(folder, heat_path, f"has shape {shape}, {csv_path.name} lists {n} persons "
+                                              f"(expected ({n}, {HEATMAP_SIZE}, {HEATMAP_SIZE}))")
+    if raw_path.is_file():
+        shape = _npy_shape(folder, raw_path)
+        max_h, max_w = raw_hw.max(axis=0).astype(int)
+        if len(shape) != 3 or shape[0] != n or shape[1] < max_h or shape[2] < max_w:
+            raise _chunk_error(folder, raw_path, f"has shape {shape}, {csv_path.name} lists {n} persons with raw "
+                                                 f"maps up to {max_h}x{max_w}")
+    elif (raw_hw > 0).any():
+        raise _chunk_error(folder, raw_path, f"is missing ({csv_path.name} lists raw maps)")
+    frame["valid"] = [v in ("true", "1") for v in valid]
+    return frame, index is not None
+
+
+_WARNED_UNINDEXED: set[str] = set()
+
+
+def _load_parts(folder: Path, checksums: bool = True) -> dict[str, pd.DataFrame]:
+    """Every done chunk's rows (checked), by chunk name in sorted order."""
+    parts = folder / "parts"
+    require_index = (parts / FORMAT_FILE).exists()
+    chunks, unindexed = {}, []
+    for chunk in _chunk_names(parts):
+        chunks[chunk], indexed = _load_chunk(folder, chunk, require_index, checksums)
+        if not indexed:
+            unindexed.append(chunk)
+    if unindexed and str(folder.resolve()) not in _WARNED_UNINDEXED:
+        _WARNED_UNINDEXED.add(str(folder.resolve()))
+        log.warning("%s: %d of %d chunks were written without checksums (older gcdr); checked their sizes, "
+                    "rows and shapes only", folder, len(unindexed), len(chunks))
+    return chunks
+
+
+def _merge(chunks: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    if not chunks:
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    return pd.concat(list(chunks.values()), ignore_index=True)
+
+
+def _manifest_text(manifest: pd.DataFrame) -> str:
+    """What ``finalize`` writes as manifest.csv: the rows of the parts, the last of any repeated sample id."""
+    return manifest[~manifest["sample_id"].duplicated(keep="last")].to_csv(index=False)
+
+
+def _first_difference(expected: pd.DataFrame, found: pd.DataFrame) -> str:
+    if list(expected.columns) != list(found.columns):
+        return f"its columns {list(found.columns)} are not those of the parts {list(expected.columns)}"
+    if len(expected) != len(found):
+        return f"has {len(found)} rows where the parts hold {len(expected)} (truncated or edited)"
+    for column in expected.columns:
+        a, b = expected[column], found[column]
+        same = a.astype(str).to_numpy() == b.astype(str).to_numpy()
+        if not same.all():  # the same number written differently (e.g. 24 / 24.0) is the same
+            numbers = [pd.to_numeric(x, errors="coerce").to_numpy(float) for x in (a, b)]
+            same |= np.isclose(*numbers)
+        if not same.all():
+            i = int(np.flatnonzero(~same)[0])
+            return (f"line {i + 2} (sample {found['sample_id'].iloc[i]!r}) has {column}={b.iloc[i]} where "
+                    f"parts/{expected['part'].iloc[i]}.csv has {a.iloc[i]} (edited?)")
+    return ""
+
+
+def _check_merged(folder: Path, chunks: dict[str, pd.DataFrame]) -> None:
+    """manifest.csv (when present) must agree with the parts; it may only lack chunks written after it."""
+    path = folder / "manifest.csv"
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    try:
+        found = _read_csv(data)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise _manifest_error(folder, f"cannot be parsed ({_first_line(error)})") from error
+    if "part" not in found.columns or "sample_id" not in found.columns:
+        raise _manifest_error(folder, "has no part / sample_id columns")
+    parts = found["part"].astype(str)
+    unknown = np.flatnonzero(~parts.isin(list(chunks)).to_numpy())
+    if len(unknown):
+        i = int(unknown[0])
+        raise _manifest_error(folder, f"line {i + 2} names chunk {parts.iloc[i]!r}, which is not in parts/ "
+                                      "(a damaged or truncated line, or the chunk was deleted)")
+    covered = set(parts)
+    written = path.stat().st_mtime_ns
+    # finalize merged every chunk older than manifest.csv; a chunk written after it (a resumed run, not
+    # finalized yet) may be missing from it. Chunks whose every id is repeated in a later chunk add no rows.
+    merged = {c: f for c, f in chunks.items()
+              if c in covered or (folder / "parts" / f"{c}.csv").stat().st_mtime_ns < written}
+    expected = _merge(merged)
+    expected = expected[~expected["sample_id"].duplicated(keep="last")]
+    older = [c for c in dict.fromkeys(expected["part"].astype(str)) if c not in covered]
+    if older:
+        raise _manifest_error(folder, f"lacks chunk {older[0]!r}, which is older than it (truncated or edited; "
+                                      f"{len(older)} chunk(s) missing)")
+    text = expected.to_csv(index=False)
+    if text.encode("utf-8") == data:
+        return
+    problem = _first_difference(_read_csv(text.encode("utf-8")), found)
+    if problem:
+        raise _manifest_error(folder, problem)
+
+
 class PseudoLabelWriter:
     """Append pseudo-labels to a folder in atomic chunks; skip-aware for resuming.
 
@@ -116,18 +409,23 @@ class PseudoLabelWriter:
         self.chunk_size = chunk_size
         self.max_previews = max_previews  # None = all
         self._remove_orphans()
-        self.done_ids: set[str] = set(read_manifest(self.folder, merged=False)["sample_id"])
+        chunks = _load_parts(self.folder)  # checks every done chunk (all shards)
+        self.done_ids: set[str] = set(_merge(chunks)["sample_id"])
+        format_file = self.parts_dir / FORMAT_FILE
+        if not format_file.exists() and all((self.parts_dir / f"{c}{INDEX_SUFFIX}").exists() for c in chunks):
+            write_json_atomic(format_file, {"format": "gcdr-pseudolabels", "chunk_index": INDEX_VERSION})
         self._n_previews = len(list(self.preview_dir.glob("*.png"))) if self.preview_dir.is_dir() else 0
         self._seq = 1 + max((int(p.stem.split("-")[-1]) for p in self.parts_dir.glob(f"{shard}-*.csv")),
                             default=-1)
         self._pending: list[PseudoLabel] = []
 
     def _remove_orphans(self) -> None:
-        # arrays of a chunk whose CSV never landed (the job died between the writes): redo that chunk
-        for array_file in self.parts_dir.glob(f"{self.shard}-*.npy"):
-            chunk = array_file.name.split(".")[0]
+        # arrays and index of a chunk whose CSV never landed (the job died between the writes): redo that chunk
+        leftovers = [*self.parts_dir.glob(f"{self.shard}-*.npy"), *self.parts_dir.glob(f"{self.shard}-*{INDEX_SUFFIX}")]
+        for leftover in leftovers:
+            chunk = leftover.name.split(".")[0]
             if not (self.parts_dir / f"{chunk}.csv").exists():
-                array_file.unlink(missing_ok=True)
+                leftover.unlink(missing_ok=True)
         for tmp in self.parts_dir.glob(f".{self.shard}-*"):
             tmp.unlink(missing_ok=True)
 
@@ -167,8 +465,7 @@ class PseudoLabelWriter:
                 "invalid_reason": lb.invalid_reason, "source": lb.source, "part": chunk, "row": i,
                 "raw_h": raw_h, "raw_w": raw_w, **lb.extra,
             })
-        with atomic_path(self.parts_dir / f"{chunk}.heatmap_64.npy") as tmp:
-            np.save(tmp, heatmaps)
+        files: dict[str, bytes] = {f"{chunk}.heatmap_64.npy": _npy_bytes(heatmaps)}
         if has_raw:
             max_h = max(r.shape[0] for r in raws if r is not None)
             max_w = max(r.shape[1] for r in raws if r is not None)
@@ -176,10 +473,20 @@ class PseudoLabelWriter:
             for i, r in enumerate(raws):
                 if r is not None:
                     padded[i, : r.shape[0], : r.shape[1]] = r
-            with atomic_path(self.parts_dir / f"{chunk}.raw.npy") as tmp:
-                np.save(tmp, padded)
+            files[f"{chunk}.raw.npy"] = _npy_bytes(padded)
+        files[f"{chunk}.csv"] = pd.DataFrame(rows).to_csv(index=False).encode("utf-8")
+        index = {"version": INDEX_VERSION, "chunk": chunk, "rows": len(rows),
+                 "sample_ids_sha256": _ids_sha256(lb.sample_id for lb in labels),
+                 "files": {name: {"bytes": len(data), "sha256": _sha256_bytes(data)} for name, data in files.items()}}
+        # arrays, then the index, then the CSV: the CSV marks the chunk done, so a chunk without its CSV is an
+        # orphan (removed and redone by the next writer) and a done chunk always has its index
+        for name, data in files.items():
+            if not name.endswith(".csv"):
+                with atomic_path(self.parts_dir / name) as tmp:
+                    tmp.write_bytes(data)
+        write_json_atomic(self.parts_dir / f"{chunk}{INDEX_SUFFIX}", index)
         with atomic_path(self.parts_dir / f"{chunk}.csv") as tmp:  # last: marks the chunk as done
-            pd.DataFrame(rows).to_csv(tmp, index=False)
+            tmp.write_bytes(files[f"{chunk}.csv"])
         self._seq += 1
 
     def close(self) -> None:
@@ -193,21 +500,18 @@ class PseudoLabelWriter:
         self.close()
 
 
-def read_manifest(folder: str | Path, merged: bool = True) -> pd.DataFrame:
-    """All manifest rows of a folder (from the parts: always current, also mid-run). Empty frame if none."""
+def read_manifest(folder: str | Path, merged: bool = True, checksums: bool = True) -> pd.DataFrame:
+    """All manifest rows of a folder, from the parts (always current, also mid-run). Empty frame if none.
+
+    Every chunk is checked (see the module docstring; ``checksums=False`` skips only the sha256 of the files).
+    ``merged``: also check that ``manifest.csv``, when present, agrees with the parts.
+    Raises :class:`PseudoLabelFolderError` naming the damaged file.
+    """
     folder = Path(folder)
-    merged_file = folder / "manifest.csv"
-    if merged and merged_file.exists():
-        parts_mtime = max((p.stat().st_mtime for p in (folder / "parts").glob("*.csv")), default=0)
-        if merged_file.stat().st_mtime >= parts_mtime:
-            return pd.read_csv(merged_file, keep_default_na=False, dtype={"sample_id": str})
-    frames = [pd.read_csv(p, keep_default_na=False, dtype={"sample_id": str, "answer": str, "key_noun": str})
-              for p in sorted((folder / "parts").glob("*.csv"))]
-    if not frames:
-        return pd.DataFrame(columns=MANIFEST_COLUMNS)
-    manifest = pd.concat(frames, ignore_index=True)
-    manifest["valid"] = manifest["valid"].astype(str).str.lower().isin(["true", "1"])
-    return manifest
+    chunks = _load_parts(folder, checksums)
+    if merged:
+        _check_merged(folder, chunks)
+    return _merge(chunks)
 
 
 def finalize(folder: str | Path, expected_ids: list[str] | None = None) -> dict:
@@ -220,9 +524,9 @@ def finalize(folder: str | Path, expected_ids: list[str] | None = None) -> dict:
     duplicated = manifest["sample_id"].duplicated(keep="last")
     if duplicated.any():
         log.warning("%s: %d duplicated sample ids, keeping the last", folder, int(duplicated.sum()))
-        manifest = manifest[~duplicated]
     with atomic_path(folder / "manifest.csv") as tmp:
-        manifest.to_csv(tmp, index=False)
+        tmp.write_bytes(_manifest_text(manifest).encode("utf-8"))
+    manifest = manifest[~duplicated]
     reasons = Counter(r for r, v in zip(manifest["invalid_reason"], manifest["valid"]) if not v)
     summary = {"persons": int(len(manifest)), "valid": int(manifest["valid"].sum()),
                "invalid": int((~manifest["valid"]).sum()), "invalid_reasons": dict(reasons)}
@@ -237,13 +541,18 @@ def finalize(folder: str | Path, expected_ids: list[str] | None = None) -> dict:
 
 
 class PseudoLabelFolder:
-    """Read a pseudo-label folder; O(1) lookup by sample id, heatmaps memory-mapped."""
+    """Read a pseudo-label folder; O(1) lookup by sample id, heatmaps memory-mapped.
 
-    def __init__(self, folder: str | Path):
+    Opening checks the whole folder once (:func:`read_manifest`: sizes, rows, shapes, sha256 of every part
+    file, manifest.csv against the parts); lookups then only index the memory maps.
+    ``checksums=False`` skips the sha256 (the rest is still checked).
+    """
+
+    def __init__(self, folder: str | Path, checksums: bool = True):
         self.folder = Path(folder)
         if not (self.folder / "parts").is_dir():
             raise FileNotFoundError(f"not a pseudo-label folder (no parts/): {self.folder}")
-        self.manifest = read_manifest(self.folder)
+        self.manifest = read_manifest(self.folder, checksums=checksums)
         self.manifest = self.manifest.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
         self._index = {sid: i for i, sid in enumerate(self.manifest["sample_id"])}
         self._parts = self.manifest["part"].to_numpy()
@@ -272,15 +581,21 @@ class PseudoLabelFolder:
     def is_valid(self, sample_id: str) -> bool:
         return bool(self._valid[self._index[sample_id]])
 
+    def _map(self, path: Path) -> np.ndarray:
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as error:  # changed since the folder was opened
+            raise _chunk_error(self.folder, path, f"cannot be memory-mapped ({_first_line(error)})") from error
+
     def _part_heatmaps(self, part: str) -> np.ndarray:
         if part not in self._heatmaps:
-            self._heatmaps[part] = np.load(self.folder / "parts" / f"{part}.heatmap_64.npy", mmap_mode="r")
+            self._heatmaps[part] = self._map(self.folder / "parts" / f"{part}.heatmap_64.npy")
         return self._heatmaps[part]
 
     def _part_raws(self, part: str) -> np.ndarray | None:
         if part not in self._raws:
             path = self.folder / "parts" / f"{part}.raw.npy"
-            self._raws[part] = np.load(path, mmap_mode="r") if path.exists() else None
+            self._raws[part] = self._map(path) if path.exists() else None
         return self._raws[part]
 
     def heatmap_64(self, sample_id: str) -> np.ndarray:

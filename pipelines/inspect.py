@@ -18,8 +18,14 @@ import dataclasses
 import logging
 
 from gcdr.config import add_config_args, config_from_args, section
-from gcdr.gallery import GROUND_TRUTH_SPLITS, SORT_ORDERS, InspectConfig, build_gallery, ground_truth_samples
 from gcdr.pseudolabels import PseudoLabelFolder
+from gcdr_tools.gallery import (
+    GROUND_TRUTH_SPLITS,
+    SORT_ORDERS,
+    InspectConfig,
+    build_gallery,
+    ground_truth_samples,
+)
 
 log = logging.getLogger("gcdr.inspect")
 

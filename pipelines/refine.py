@@ -8,14 +8,14 @@ Reads the pseudo-label folder ``--src`` (default gcdr.paths.gradcam_dir(cfg, spl
 ``refine.split`` or ``gradcam.split``) for every person of the split and writes a new folder
 (gcdr.paths.refined_dir, ``--out`` overrides) through PseudoLabelWriter:
 
-- ``gcdr`` (METHOD_FACTS 6.8): the normalised 64x64 Grad-CAM is noised to timestep T (one eps per person
+- ``gcdr`` (docs/method.md#refinement): the normalised 64x64 Grad-CAM is noised to timestep T (one eps per person
   and draw), DDIM runs from T down to 0 in ``steps`` steps conditioned on the person's scene / head /
   face (GazeDataset, no augmentation), ``samples`` draws are averaged and min-max normalised. T = 0
   returns the input; T = 500 (the number of training steps) starts from pure noise and ignores it.
   The teacher is ``refine.teacher`` (default <teacher_dir>/model, written by `make train-teacher`).
 - ``none``: the source map itself (normalised): the "raw Grad-CAM" baseline.
 - ``argmax``: a sigma-3 Gaussian at the argmax of the raw Grad-CAM grid, x = (idx mod w) / w,
-  y = (idx div w) / h, no half-cell offset (METHOD_FACTS 9.6); the 64x64 map when no raw grid is stored.
+  y = (idx div w) / h, no half-cell offset (docs/method.md#baselines-raw-grad-cam-and-argmax); the 64x64 map when no raw grid is stored.
 
 Persons whose Grad-CAM is invalid stay invalid (same reason); persons absent from the source folder are
 written invalid with reason "missing"; a refinement that comes out constant or not finite (e.g. from an

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from gcdr import paths
 from gcdr.atomic import write_csv_atomic, write_json_atomic
-from gcdr.config import add_config_args, config_from_args, section
+from gcdr.checkpoints import load_torch_file
+from gcdr.config import add_config_args, config_from_args
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset
 from gcdr.metrics import evaluate
@@ -60,6 +61,7 @@ from gcdr.students.training import (
     model_config,
     predict_batch,
     save_checkpoint,
+    student_config,
     student_loss,
 )
 
@@ -67,10 +69,6 @@ log = logging.getLogger("gcdr.train_student")
 
 # Fields that may change between a run and its resumption (the budget); any other change needs --restart.
 BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_threads")
-
-
-def student_config(cfg: dict[str, Any]) -> StudentConfig:
-    return section(cfg, "student", StudentConfig)
 
 
 def training_set(cfg: dict[str, Any], pseudo: str | None, student: StudentConfig) -> tuple[TrainingSet, Any]:
@@ -158,7 +156,8 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
     resume = None
     last_path = out_dir / "last.pt"
     if last_path.exists() and not restart:
-        resume = torch.load(last_path, map_location="cpu", weights_only=False)
+        resume = load_torch_file(last_path, map_location="cpu", weights_only=False,
+                                 hint="delete it or pass --restart to train from scratch")
         if resume.get("fingerprint") != run_id:
             raise SystemExit(f"{last_path} belongs to a run with other settings; use --restart to start over "
                              "(or another OUT)")

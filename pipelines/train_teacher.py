@@ -4,10 +4,10 @@
     python -m pipelines.train_teacher --config configs/synthgaze.yaml --set split.ratio=0.1
     accelerate launch --num_processes 2 -m pipelines.train_teacher ...        (NPROC=2 make train-teacher)
 
-Supervised (METHOD_FACTS 6.6): every labeled in-frame person of the split; each step noises the Gaussian
+Supervised (docs/method.md#prediction-target-and-training-loss): every labeled in-frame person of the split; each step noises the Gaussian
 ground truth to t ~ U{0..499} (scaled space, one eps per person), the network predicts x0 from the
 clamped [0, 1]-mapped input, loss = per-person 64x64 MSE averaged x 10000 (Adam, no schedule).
-Mean teacher (``teacher.mean_teacher: true``, METHOD_FACTS 7): batches of unlabeled persons + labeled
+Mean teacher (``teacher.mean_teacher: true``, docs/method.md#mean-teacher): batches of unlabeled persons + labeled
 ones; an EMA copy of the model samples x0 from pure noise (DDIM, ``teacher_steps``) and the student's
 one-shot prediction from pure noise must match it (KL over the 4096 pixels, weight ramped up over
 ``consistency_rampup_epochs``); labeled rows keep the supervised loss. The model saved is the student.
@@ -100,7 +100,10 @@ def build_teacher(teacher: TeacherConfig) -> GazeDiffusionTeacher:
 
 
 def fingerprint(teacher: TeacherConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(teacher).items() if k not in BUDGET_FIELDS}
+    """What defines a teacher run (not its budget); settings added later are left out at their default, so
+    checkpoints written before they existed still resume."""
+    return {k: v for k, v in dataclasses.asdict(teacher).items()
+            if k not in BUDGET_FIELDS and not (k == "attention_heads" and v is None)}
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -190,7 +193,10 @@ def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: b
     start_epoch, global_step, history = 0, 0, []
     checkpoint_path = out_dir / CHECKPOINT_FILE
     if checkpoint_path.is_file() and not restart:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        from gcdr.checkpoints import load_torch_file
+
+        checkpoint = load_torch_file(checkpoint_path, map_location="cpu", weights_only=True,
+                                     hint="delete it or pass --restart to train from scratch")
         if checkpoint["fingerprint"] != fingerprint(teacher):
             changed = sorted(k for k in fingerprint(teacher) if checkpoint["fingerprint"].get(k) != fingerprint(teacher)[k])
             raise ValueError(f"{checkpoint_path} was trained with other teacher settings ({changed}); "
@@ -271,7 +277,7 @@ def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: b
                     ema.train()  # GCDR samples the teacher in train mode (BatchNorm batch statistics)
                     target_ema = sample_from_noise(ema, ddim, ema.encode(scene, head, face), teacher.teacher_steps,
                                                    teacher.eta)  # [B, 64, 64]
-                # in-frame rows by the annotation's flag (unknown = -1 counts), as GCDR (METHOD_FACTS 7)
+                # in-frame rows by the annotation's flag (unknown = -1 counts), as GCDR (docs/method.md#mean-teacher)
                 consistency = consistency_loss(prediction, target_ema, batch["inout"] != 0, teacher.consistency)
                 loss = supervised + weight * consistency
             optimizer.zero_grad(set_to_none=True)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pipelines.demo import Stage, run_stages
+from gcdr_tools.stages import Stage, run_stages
 
 
 class Recorder:

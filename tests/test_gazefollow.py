@@ -36,8 +36,8 @@ def test_train_file_rows_become_samples_with_counts(tmp_path, caplog):
     assert first.sample_id == "train/00000001/00000001.jpg|0.300000|0.200000"
     assert first.image_path == os.path.join(str(tmp_path.absolute()), "train/00000001/00000001.jpg")
     assert first.head_box_xyxy_px == (10.0, 20.0, 50.0, 70.0)
-    np.testing.assert_allclose(first.gaze_points_norm, [[0.60, 0.70]], rtol=1e-6)
-    assert first.gaze_points_norm.dtype == np.float32
+    assert first.gaze_points_norm.dtype == np.float64  # the file's values, unrounded (metrics cast per protocol)
+    assert first.gaze_points_norm.tolist() == [[0.60, 0.70]]
     assert first.inout == 1 and first.eye_point_norm == (0.30, 0.20)
     assert first.meta == "meta_a" and first.body_box_xyxy_px is None and first.image_size_wh is None
     assert first.source == f"{FIXTURES / 'train_small.txt'}:1"
@@ -60,8 +60,9 @@ def test_test_rows_are_grouped_per_person_in_first_appearance_order(tmp_path):
     # rows: A, B, A, B, A, C (C = other person in A's image, different eye_x)
     assert [s.meta for s in samples] == ["meta_a", "meta_b", "meta_c"]
     assert all(s.inout == 1 for s in samples)
-    np.testing.assert_allclose(samples[0].gaze_points_norm, [[0.60, 0.70], [0.62, 0.72], [0.64, 0.68]], rtol=1e-6)
-    np.testing.assert_allclose(samples[1].gaze_points_norm, [[0.20, 0.30], [0.22, 0.34]], rtol=1e-6)
+    assert samples[0].gaze_points_norm.tolist() == [[0.60, 0.70], [0.62, 0.72], [0.64, 0.68]]  # float64, exact
+    assert samples[1].gaze_points_norm.tolist() == [[0.20, 0.30], [0.22, 0.34]]
+    assert samples[0].gaze_points_norm.dtype == samples[2].gaze_points_norm.dtype == np.float64
     assert samples[2].gaze_points_norm.shape == (1, 2)
     assert samples[0].source.endswith("test_small.txt:1") and samples[1].source.endswith("test_small.txt:2")
     assert samples[0].sample_id == "test2/00000001/00000001.jpg|0.300000|0.200000"

@@ -17,7 +17,7 @@ from gcdr.students.gazelle import (
 )
 from gcdr.students.training import head_maps_from_boxes
 
-# METHOD_FACTS 5.2, ViT-B/14 at 448 px
+# docs/official-code.md#gaze-lle-decoder-checkpoint-keys, ViT-B/14 at 448 px
 OFFICIAL_SHAPES = {
     "pos_embed": (256, 32, 32), "linear.weight": (256, 768, 1, 1), "linear.bias": (256,),
     "head_token.weight": (1, 256),

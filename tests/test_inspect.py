@@ -1,11 +1,13 @@
 """The inspection gallery: every person shown once, well-formed offline HTML, columns per folder, invalid
-persons with their reason, errors and their order, sampling, resuming, unreadable images, the CLI."""
+persons with their reason, errors and their order, the page's orders and assets from Python and its templates,
+sampling, resuming, unreadable images, the CLI."""
 
 from __future__ import annotations
 
 import json
 import re
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -14,8 +16,17 @@ import pytest
 from PIL import Image
 
 from gcdr.data.sample import PersonSample
-from gcdr.gallery import InspectConfig, build_gallery, collect_persons, open_columns, sort_persons
 from gcdr.pseudolabels import PseudoLabel, PseudoLabelWriter, finalize
+from gcdr_tools.gallery import (
+    InspectConfig,
+    build_gallery,
+    collect_persons,
+    open_columns,
+    page_orders,
+    sort_persons,
+)
+from gcdr_tools.gallery.page import json_for_script
+from gcdr_tools.gallery.persons import sample_person_ids
 
 IMAGE_SIZES_WH = [(160, 120), (200, 100), (120, 160)]
 # person -> (image index, column offset of the first folder's peak from the GT mean, in 64-grid cells)
@@ -184,6 +195,34 @@ def test_errors_and_sort_by_error(gallery, dataset):
     assert columns[0]["avg_l2"] == pytest.approx(np.mean([0, 4, 12, 16]) / 64, abs=1e-4)
     assert columns[1]["avg_l2"] == pytest.approx(0.0, abs=1e-6)
     assert columns[0]["shared_avg_l2"] == pytest.approx(np.mean([0, 4, 12]) / 64, abs=1e-4)
+
+
+def test_page_gets_each_sort_order_once_from_python(gallery, dataset):
+    data, html_text = gallery["data"], (gallery["out"] / "index.html").read_text()
+    columns = open_columns(dataset["folders"])
+    ids, ranks = sample_person_ids(columns[0].labels.sample_ids, InspectConfig().max_persons, InspectConfig().seed)
+    persons = collect_persons(columns, ids, {s.sample_id: s for s in dataset["samples"]}, ranks)
+    expected = page_orders([c.name for c in columns])
+    assert [o["key"] for o in data["orders"]] == [o.key for o in expected]
+    assert {"worst:0", "best:0", "gain:1", "loss:1", "invalid", "id", "random"} <= {o.key for o in expected}
+    assert data["sort"] == "worst:0"
+    for order, record in zip(expected, data["orders"]):
+        assert record["label"] == order.label
+        assert [data["persons"][i]["id"] for i in record["index"]] == \
+            [p.sample_id for p in sort_persons(persons, order.order, order.column)], order.key
+        assert html_text.count(json_for_script(order.label)) == 1, order.key  # once, as data
+    script = (resources.files("gcdr_tools.gallery") / "templates" / "gallery.js").read_text()
+    for name in ("worst", "best", "gain", "loss", "random"):  # the script does not define orders itself
+        assert name not in script
+
+
+def test_page_inlines_the_template_stylesheet_and_script(gallery):
+    html_text = (gallery["out"] / "index.html").read_text()
+    templates = resources.files("gcdr_tools.gallery") / "templates"
+    for name in ("gallery.css", "gallery.js"):
+        text = (templates / name).read_text()
+        assert f"gcdr_tools/gallery/templates/{name}" in text.splitlines()[0]  # marker only in that file
+        assert html_text.count(f"gcdr_tools/gallery/templates/{name}") == 1 and text in html_text
 
 
 def test_auc_ranks_the_right_folder_higher(gallery):

@@ -11,6 +11,7 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from gcdr import metrics
+from gcdr.data.gazefollow import read_gazefollow
 from gcdr.data.sample import PersonSample
 
 YS, XS = np.mgrid[0:64, 0:64]
@@ -28,7 +29,7 @@ def person(points, inout: int = 1, size_wh=(64, 64), name: str = "p") -> PersonS
 
 
 def reference_vat_target(gaze_x: float, gaze_y: float) -> np.ndarray:
-    """VAT's AUC target written from METHOD_FACTS §2.3/§3.2: add the clipped 19x19 Gaussian patch at
+    """VAT's AUC target written from docs/official-code.md#gaussian-target and docs/protocols.md#videoattentiontarget-auc-l2-and-ap: add the clipped 19x19 Gaussian patch at
     ul = int(p - 9), divide by the maximum, threshold > 0."""
     target = np.zeros((64, 64))
     px, py = gaze_x * 64, gaze_y * 64
@@ -165,12 +166,69 @@ def test_gcdr_upsampling_is_skimage_resize_order_1():
         expected = ndimage.zoom(filtered, 1 / factors, order=1, mode="mirror", grid_mode=True)
         upsampled = metrics.upsample_heatmap(heatmap, (height, width), "gcdr")
         assert upsampled.shape == (height, width) and upsampled.dtype == dtype
-        tolerance = 1e-12 if dtype == np.float64 else 1.2e-7  # float32: at most one rounding step apart
-        np.testing.assert_allclose(upsampled, np.clip(expected, 0, normalised.max()), rtol=0, atol=tolerance)
+        np.testing.assert_array_equal(upsampled, np.clip(expected, 0, normalised.max()))  # bit for bit
     # hand example, 1 x 2 -> 1 x 4: source x = -0.25, 0.25, 0.75, 1.25; mirror vs clamp at the border
     row = np.array([[0.0, 1.0]])
     np.testing.assert_allclose(metrics.upsample_heatmap(row, (1, 4), "gcdr"), [[0.25, 0.25, 0.75, 0.75]])
     np.testing.assert_allclose(metrics.upsample_heatmap(row, (1, 4), "gazelle"), [[0.0, 0.25, 0.75, 1.0]])
+
+
+def test_gcdr_resize_keeps_skimage_ties_bit_for_bit():
+    # [[3, 1]] -> min-max [[1, 0]] -> 1 x 6. Source x = (j + 0.5) / 3 - 0.5 = -1/3, 0, 1/3, 2/3, 1, 4/3; the
+    # mirror border folds -1/3 onto 1/3 and 4/3 onto 2/3, so columns 0 and 2 (and 3 and 5) are the same
+    # interpolation. skimage.transform.resize(order=1) returns exactly these float32 values (ties kept); the
+    # former cv2-based rebuild returned 0.66666663 and 0.3333333 in columns 2 and 3 (AUC 0.8 / 0.2 below).
+    raw = np.array([[3.0, 1.0]], np.float32)
+    skimage_values = np.array([[2 / 3, 1, 2 / 3, 1 / 3, 0, 1 / 3]], np.float32)
+    upsampled = metrics.upsample_heatmap(raw, (1, 6), "gcdr")
+    assert upsampled.dtype == np.float32
+    np.testing.assert_array_equal(upsampled, skimage_values)
+    # one positive pixel: 3 negatives below, 1 tied (counts 1/2), 1 above -> (3 + 0.5) / 5
+    assert metrics.gazefollow_auc(raw, [[0.05, 0.5]], (6, 1), "gcdr") == 0.7  # column 0
+    assert metrics.gazefollow_auc(raw, [[0.55, 0.5]], (6, 1), "gcdr") == 0.3  # column 3: (1 + 0.5) / 5
+    # a 2-D case, skimage's output (rows 0-1 and 2-3 sample the source rows at the same weights)
+    raw_2d = np.array([[3.0, 0.0], [1.0, 0.0]], np.float32)
+    top, bottom = np.array([5 / 9, 5 / 6, 5 / 9, 5 / 18, 0, 5 / 18]), np.array([1 / 3, 1 / 2, 1 / 3, 1 / 6, 0, 1 / 6])
+    np.testing.assert_array_equal(metrics.upsample_heatmap(raw_2d, (4, 6), "gcdr"),
+                                  np.stack([top, top, bottom, bottom]).astype(np.float32))
+
+
+def test_gcdr_resize_equals_installed_skimage():
+    transform = pytest.importorskip("skimage.transform")  # not a dependency; checked where it is installed
+    rng = np.random.default_rng(7)
+    for trial in range(12):
+        size = (int(rng.integers(20, 700)), int(rng.integers(20, 700)))
+        heatmap = ndimage.gaussian_filter(rng.random((64, 64)), 2 * (trial % 2))
+        heatmap = (np.round(heatmap * 16) if trial % 3 == 0 else heatmap).astype(np.float32 if trial % 4 else np.float64)
+        expected = transform.resize(metrics._min_max(heatmap), size, order=1)
+        np.testing.assert_array_equal(metrics.upsample_heatmap(heatmap, size, "gcdr"), expected)
+
+
+def test_gazelle_target_pixel_uses_the_files_float64_gaze(tmp_path):
+    # gaze_x "0.018" on a 500-pixel-wide image: 0.018 * 500 = 9.0 in float64 (gazelle: Python floats),
+    # but the float32 value 0.017999999 times 500 in float64 is 8.9999996 -> column 8. The point must
+    # reach the metric unrounded; VAT/GCDR multiply in float32, which rounds back to 9.0.
+    width, height = 500, 300
+    assert int(float(np.float32(0.018)) * width) == 8 and int(0.018 * width) == 9
+    file = tmp_path / "test_annotations.txt"
+    file.write_text("test2/00000001/00000001.jpg,0,0.1,0.1,0.5,0.5,0.30,0.20,0.018,0.5,10,20,50,70,meta,orig.jpg\n")
+    (sample,) = read_gazefollow(file, tmp_path)
+    assert sample.gaze_points_norm.dtype == np.float64 and sample.gaze_points_norm.tolist() == [[0.018, 0.5]]
+    for protocol in metrics.PROTOCOLS:
+        assert metrics.gazefollow_target_indices(sample.gaze_points_norm, (width, height), protocol).tolist() == [
+            150 * width + 9], protocol
+
+    heatmap = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))  # rises left to right: the column counts
+    upsampled = torch.nn.functional.interpolate(torch.from_numpy(heatmap)[None, None], size=(height, width),
+                                                mode="bilinear")[0, 0].numpy()  # [H, W]
+    auc_by_column = {}
+    for col in (8, 9):
+        target = np.zeros((height, width))
+        target[150, col] = 1
+        auc_by_column[col] = roc_auc_score(target.ravel(), upsampled.ravel())
+    assert auc_by_column[8] < auc_by_column[9]
+    result = metrics.evaluate(heatmap[None], [sample], protocol="gazelle", image_sizes_wh=[(width, height)])
+    assert result["auc"] == pytest.approx(auc_by_column[9], abs=1e-12)
 
 
 def test_vat_protocol_quantises_like_imresize_and_gazelle_uses_torch():
@@ -242,6 +300,18 @@ def test_videoattention_target_square_and_index_63():
     assert gazelle["auc"] == pytest.approx(
         roc_auc_score(metrics.videoattention_target_64([(0.95, 0.95)], "gazelle").ravel(), heatmap.ravel()))
     assert vat["auc"] > gazelle["auc"]
+
+
+def test_videoattention_square_arithmetic_follows_the_protocol():
+    # VAT: gaze in float32 tensors, int(g * 64 - 9) and int(g * 64 + 9 + 1) in float32; gazelle: Python floats.
+    gaze_x = 0.5 - 1e-9  # float32 rounds it to 0.5: VAT's square starts at column 23, gazelle's at 22
+    vat_x = torch.tensor([gaze_x], dtype=torch.float32) * 64
+    vat_cols = (int(vat_x - 9), int(vat_x + 9 + 1))
+    gazelle_cols = (int(gaze_x * 64 - 9), min(int(gaze_x * 64 + 9 + 1), 63))
+    assert vat_cols == (23, 42) and gazelle_cols == (22, 41)
+    for protocol, (left, right) in (("vat", vat_cols), ("gcdr", vat_cols), ("gazelle", gazelle_cols)):
+        columns = np.flatnonzero(metrics.videoattention_target_64([(gaze_x, 0.5)], protocol).any(axis=0))
+        assert (columns[0], columns[-1] + 1) == (left, right), protocol
 
 
 def test_videoattention_auc_l2_and_ap_match_sklearn():

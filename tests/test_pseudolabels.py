@@ -1,4 +1,7 @@
-"""The pseudo-label folder: round trip, resume, interruption safety, multi-shard merge, lookups."""
+"""The pseudo-label folder: round trip, resume, interruption safety, multi-shard merge, lookups, damage."""
+
+import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -7,6 +10,7 @@ import pytest
 from gcdr.pseudolabels import (
     PseudoLabel,
     PseudoLabelFolder,
+    PseudoLabelFolderError,
     PseudoLabelWriter,
     finalize,
     invalid_reason,
@@ -125,3 +129,196 @@ def test_invalid_reasons(raw, answer, reason):
 def test_normalize_heatmap_range():
     out = normalize_heatmap(np.array([[2.0, 4.0], [6.0, 10.0]]))
     assert out.min() == 0.0 and abs(out.max() - 1.0) < 1e-6 and out.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- damaged folders
+
+def write_folder(folder, n: int = 10, chunk_size: int = 4, stage: str = "gradcam") -> list[PseudoLabel]:
+    """A finalized folder of ``n`` persons in chunks rank0-00000 (4), rank0-00001 (4), rank0-00002 (2)."""
+    labels = [make_label(i) for i in range(n)]
+    with PseudoLabelWriter(folder, chunk_size=chunk_size) as writer:
+        for label in labels:
+            writer.add(label)
+    (folder / "provenance.json").write_text(json.dumps({"stage": stage}))
+    finalize(folder)
+    return labels
+
+
+def make_legacy(folder) -> None:
+    """What the code before chunk indexes wrote: no parts/format.json, no parts/*.index.json."""
+    (folder / "parts" / "format.json").unlink()
+    for index in (folder / "parts").glob("*.index.json"):
+        index.unlink()
+
+
+def assert_names(error, path) -> None:
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message, message
+
+
+def test_truncated_part_file_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path)
+    part = tmp_path / "parts" / "rank0-00001.heatmap_64.npy"
+    part.write_bytes(part.read_bytes()[:-100])
+    with pytest.raises(PseudoLabelFolderError, match="truncated") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, part)
+    assert "rerun the gradcam stage" in str(error.value) and "rank0-00001.*" in str(error.value)
+
+
+def test_garbage_manifest_line_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join([*lines[:4], "x7#,garbage\n", *lines[4:]]))
+    with pytest.raises(PseudoLabelFolderError) as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, manifest)
+
+
+def test_truncated_manifest_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    full = manifest.read_bytes()
+    for keep_lines in (9, 5):  # the last chunk missing entirely (line 9 ends chunk 1), or cut inside a chunk
+        manifest.write_bytes(b"".join(full.splitlines(keepends=True)[:keep_lines]))
+        with pytest.raises(PseudoLabelFolderError, match="truncated") as error:
+            PseudoLabelFolder(tmp_path)
+        assert_names(error, manifest)
+    manifest.write_bytes(full[: len(full) // 2])  # cut mid-line
+    with pytest.raises(PseudoLabelFolderError) as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, manifest)
+
+
+def test_edited_manifest_is_an_error_naming_it(tmp_path):
+    labels = write_folder(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    frame = pd.read_csv(manifest, keep_default_na=False)
+    frame.loc[3, "valid"] = False
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(PseudoLabelFolderError, match=r"valid=.*edited") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, manifest)
+    assert labels[3].sample_id in str(error.value)
+
+
+def test_swapped_row_values_are_an_error_naming_the_file(tmp_path):
+    write_folder(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    intact = manifest.read_bytes()
+    frame = pd.read_csv(manifest, keep_default_na=False)
+    frame.loc[[0, 1], "row"] = frame.loc[[1, 0], "row"].to_numpy()
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(PseudoLabelFolderError, match="row") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, manifest)
+
+    manifest.write_bytes(intact)  # the same swap in the chunk's own CSV: its checksum no longer matches
+    part = tmp_path / "parts" / "rank0-00000.csv"
+    frame = pd.read_csv(part, keep_default_na=False)
+    frame.loc[[0, 1], "row"] = frame.loc[[1, 0], "row"].to_numpy()
+    frame.to_csv(part, index=False)
+    with pytest.raises(PseudoLabelFolderError, match="sha256") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, part)
+
+
+def test_missing_chunk_index_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path)
+    index = tmp_path / "parts" / "rank0-00002.index.json"
+    index.unlink()
+    with pytest.raises(PseudoLabelFolderError, match="missing") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, index)
+    with pytest.raises(PseudoLabelFolderError, match="missing"):  # a resumed writer does not build on it either
+        PseudoLabelWriter(tmp_path)
+
+
+def test_changed_bytes_of_same_size_fail_the_checksum(tmp_path):
+    write_folder(tmp_path)
+    raw = tmp_path / "parts" / "rank0-00000.raw.npy"
+    data = bytearray(raw.read_bytes())
+    data[-5] ^= 0xFF
+    raw.write_bytes(bytes(data))
+    with pytest.raises(PseudoLabelFolderError, match="sha256") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, raw)
+    assert len(PseudoLabelFolder(tmp_path, checksums=False)) == 10  # sizes and shapes still agree
+
+
+def test_legacy_folder_without_checksums_is_read_and_checked(tmp_path, caplog):
+    labels = write_folder(tmp_path)
+    expected = {lb.sample_id: PseudoLabelFolder(tmp_path).heatmap_64(lb.sample_id) for lb in labels}
+    make_legacy(tmp_path)
+    with caplog.at_level("WARNING", logger="gcdr.pseudolabels"):
+        folder = PseudoLabelFolder(tmp_path)
+        PseudoLabelFolder(tmp_path)
+    assert sum("without checksums" in r.getMessage() for r in caplog.records) == 1  # logged once
+    for sid, heatmap in expected.items():
+        np.testing.assert_array_equal(folder.heatmap_64(sid), heatmap)
+
+    part = tmp_path / "parts" / "rank0-00001.csv"  # swapped rows: caught without a checksum
+    intact = part.read_bytes()
+    frame = pd.read_csv(part, keep_default_na=False)
+    frame.loc[[0, 1], "row"] = frame.loc[[1, 0], "row"].to_numpy()
+    frame.to_csv(part, index=False)
+    with pytest.raises(PseudoLabelFolderError, match="rows swapped") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, part)
+    part.write_bytes(intact)
+    (tmp_path / "manifest.csv").touch()
+    heatmaps = tmp_path / "parts" / "rank0-00002.heatmap_64.npy"  # truncated: caught by the .npy header
+    heatmaps.write_bytes(heatmaps.read_bytes()[:-1])
+    with pytest.raises(PseudoLabelFolderError, match="truncated") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, heatmaps)
+
+
+def test_legacy_folder_resumed_by_new_writer(tmp_path):
+    labels = [make_label(i) for i in range(9)]
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:
+        for label in labels[:4]:
+            writer.add(label)
+    make_legacy(tmp_path)
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:
+        for label in labels[4:]:
+            writer.add(label)
+    assert not (tmp_path / "parts" / "format.json").exists()  # still a mixed, old-style folder
+    finalize(tmp_path)
+    assert sorted(PseudoLabelFolder(tmp_path).sample_ids) == sorted(lb.sample_id for lb in labels)
+
+
+def test_kill_between_index_and_csv_redoes_the_chunk(tmp_path):
+    labels = [make_label(i) for i in range(8)]
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:
+        for label in labels:
+            writer.add(label)
+    # the job died after the arrays and the index of chunk 1 landed, before its CSV
+    (tmp_path / "parts" / "rank0-00001.csv").unlink()
+    assert len(PseudoLabelFolder(tmp_path)) == 4  # readers see the done chunk only
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:
+        assert not (tmp_path / "parts" / "rank0-00001.index.json").exists()  # orphan removed
+        assert writer.done_ids == {lb.sample_id for lb in labels[:4]}
+        for label in labels[4:]:
+            writer.add(label)
+    finalize(tmp_path)
+    folder = PseudoLabelFolder(tmp_path)
+    for label in labels:
+        np.testing.assert_allclose(folder.heatmap_64(label.sample_id), label.heatmap_64, atol=1e-3)
+
+
+def test_manifest_older_than_new_chunks_is_not_an_error(tmp_path):
+    labels = [make_label(i) for i in range(8)]
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:
+        for label in labels[:4]:
+            writer.add(label)
+    finalize(tmp_path)
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:  # resumed, not finalized yet
+        for label in labels[4:]:
+            writer.add(label)
+    manifest = tmp_path / "manifest.csv"
+    stamp = (tmp_path / "parts" / "rank0-00000.csv").stat().st_mtime_ns
+    os.utime(manifest, ns=(stamp, stamp))
+    os.utime(tmp_path / "parts" / "rank0-00001.csv", ns=(stamp + 10**9, stamp + 10**9))
+    assert len(PseudoLabelFolder(tmp_path)) == 8  # the parts are read; manifest.csv only lags behind

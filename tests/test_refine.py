@@ -116,7 +116,7 @@ def test_as_coded_sampler_feeds_double_mapped_inputs(teacher_and_context):
     finally:
         handle.remove()
     assert len(as_coded) == len(intended) == 2
-    for inputs in as_coded:  # METHOD_FACTS 6.7: the as-coded state is mapped twice -> [0.5, 0.75]
+    for inputs in as_coded:  # docs/method.md#intended-vs-as-coded-sampler: the as-coded state is mapped twice -> [0.5, 0.75]
         assert inputs.min() >= 0.5 - 1e-6 and inputs.max() <= 0.75 + 1e-6
     assert intended[0].min() < 0.3 and intended[0].max() > 0.7  # mapped once: the full [0, 1] range
     assert torch.equal(intended[0], network_input(intended[0] * 4 - 2, 2.0))

@@ -13,14 +13,18 @@ import pytest
 from gcdr.data.synthgaze import (
     OBJECT_KINDS,
     OBJECT_NAMES,
+    OBJECTS_FILE,
     TEST_FILE,
     TEST_PERSONDET_FILE,
     TRAIN_FILE,
     TRAIN_PERSONDET_FILE,
+    V2_HEAD_RADIUS,
+    V2_NOSE_LENGTH,
     SynthConfig,
     generate_synthgaze,
     image_relpath,
     plan_images,
+    read_objects,
     render_scene,
     target_name,
 )
@@ -281,3 +285,164 @@ def test_read_gazefollow_reads_the_files(dataset: Path):
         assert Path(sample.image_path).is_file() and sample.meta == row[15]
         assert target_name(sample.meta) == (None if row[14] == "0" else row[15].split("=")[1])
     assert len({s.sample_id for s in train + test}) == len(train) + len(test)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Version 2 (synth.version = 2) and the objects file
+# ----------------------------------------------------------------------------------------------------------------
+
+V1_GOLDEN_SHA256 = {  # SynthConfig(seed=5, train_persons=30, test_persons=6, test_annotators=3), version-1 code
+    TRAIN_PERSONDET_FILE: "606ced115468364ce6ebabecd7684053f5149280c81c19ba252069bfbf7dec56",
+    TEST_PERSONDET_FILE: "25ec12d047a3710afb9aa882b658dce82222be89a749ef996a9e33fa8613f98a",
+    "synthgaze.json": "e779b5d548ed6ac4b97c6cc1cab60afe8c2fa2dfc096ff8d8ccf71dd71bc811e",
+}
+V2_SMALL = SynthConfig(seed=7, version=2, train_persons=60, test_persons=8, test_annotators=3, write_objects=True)
+
+
+def _files_of(root: Path) -> dict[Path, bytes]:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "provenance.json"}  # provenance holds the creation time
+
+
+@pytest.fixture(scope="module")
+def dataset_v2(tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("synth_v2") / "synthgaze"
+    generate_synthgaze(out_dir, V2_SMALL, progress=False)
+    return out_dir
+
+
+def test_version_1_files_are_unchanged(tmp_path: Path):
+    """Version 1's bytes are those of the original generator (annotations and synthgaze.json; JPEG bytes depend on
+    the libjpeg build, the determinism test covers them)."""
+    import hashlib
+
+    generate_synthgaze(tmp_path / "v1", SynthConfig(seed=5, train_persons=30, test_persons=6, test_annotators=3),
+                       progress=False)
+    for name, digest in V1_GOLDEN_SHA256.items():
+        assert hashlib.sha256((tmp_path / "v1" / name).read_bytes()).hexdigest() == digest, \
+            f"{name}: version-1 output changed (it must stay byte-identical)"
+    assert not list((tmp_path / "v1").glob("*_objects.jsonl"))
+    assert "version" not in json.loads((tmp_path / "v1" / "synthgaze.json").read_text())["config"]
+
+
+def test_version_2_is_deterministic_and_differs_from_version_1(dataset_v2: Path, tmp_path: Path):
+    generate_synthgaze(tmp_path / "again", V2_SMALL, progress=False)
+    first, again = _files_of(dataset_v2), _files_of(tmp_path / "again")
+    assert first.keys() == again.keys() and sum(p.suffix == ".jpg" for p in first) >= 10
+    for rel, data in first.items():
+        assert again[rel] == data, rel
+    v1 = SynthConfig(**{**V2_SMALL.to_dict(), "version": 1, "persons_per_image": [1, 3]})
+    assert render_scene(v1, "train", 0, [True]).image_rgb.tobytes() != \
+        render_scene(V2_SMALL, "train", 0, [True]).image_rgb.tobytes()
+    info = json.loads((dataset_v2 / "synthgaze.json").read_text())
+    assert info["config"]["version"] == 2 and info["config"]["persons_per_image"] == [1, 4]
+    assert info["train"]["persons"] == V2_SMALL.train_persons and info["train"]["difficulty"]["objects"] > 0
+    # the GazeFollow files keep their format: 17 / 21 columns, test_annotators rows per test person
+    assert {len(r) for r in read_rows(dataset_v2 / TRAIN_PERSONDET_FILE)} == {21}
+    assert len(read_rows(dataset_v2 / TEST_FILE)) == V2_SMALL.test_persons * V2_SMALL.test_annotators
+
+
+def _ray_pixels(start, end, width: int, height: int):
+    """Integer pixels along start -> end in half-pixel steps (inside the image)."""
+    length = max(1, int(2 * np.hypot(end[0] - start[0], end[1] - start[1])))
+    for t in np.linspace(0.0, 1.0, length + 1):
+        col = min(int(start[0] + t * (end[0] - start[0])), width - 1)
+        line = min(int(start[1] + t * (end[1] - start[1])), height - 1)
+        yield line, col
+
+
+def test_version_2_scene_properties():
+    plan = plan_images(V2_SMALL, "train")
+    assert max(len(flags) for flags in plan) == 4 and sum(map(len, plan)) == V2_SMALL.train_persons
+    repeats = occluders = near_misses = in_frame = 0
+    for image_index, flags in enumerate(plan):
+        scene = render_scene(V2_SMALL, "train", image_index, flags)
+        width, height = scene.size_wh
+        short = min(width, height)
+        names = [obj.name for obj in scene.objects]
+        assert 4 <= len(names) <= 7
+        repeats += len(set(names)) < len(names)
+        occluders += len(scene.occluder_masks)
+        occluded = np.zeros((height, width), bool)
+        for mask in scene.occluder_masks:
+            occluded |= mask
+        for obj in scene.objects:  # masks are the visible pixels: never under an occluder, at least half visible
+            assert obj.mask.any() and not (obj.mask & occluded).any()
+        for person in scene.persons:
+            (cx, cy), r = person.head_centre_px, person.head_radius_px
+            assert V2_HEAD_RADIUS[0] * short - 1e-6 <= r <= V2_HEAD_RADIUS[1] * short + 1e-6
+            face = np.zeros((height, width), np.uint8)
+            cv2.circle(face, (int(round(cx)), int(round(cy))), int(np.ceil(V2_NOSE_LENGTH * r)) + 1, 255, -1)
+            assert not (occluded & (face > 0)).any(), "an occluder covers a face"
+            hits = [index for line, col in _ray_pixels(person.eye_xy_px, person.gaze_xy_px, width, height)
+                    for index, obj in enumerate(scene.objects) if obj.mask[line, col]]
+            if not person.in_frame:
+                assert not hits, "an out-of-frame gaze ray passes an object"
+                continue
+            in_frame += 1
+            target = scene.target_of(person)
+            assert target.name == person.target and person.gaze_xy_px == target.anchor_xy_px
+            gx, gy = int(person.gaze_xy_px[0]), int(person.gaze_xy_px[1])
+            assert target.mask[gy, gx] and not occluded[gy, gx], "the target's anchor is hidden"
+            assert hits and hits[0] == person.target_index, "the target is not the first object on the ray"
+            eye = np.array(person.eye_xy_px)
+            assert np.dot(eye - (cx, cy), np.array(person.gaze_xy_px) - eye) > 0  # the face points at the target
+            angles = [np.degrees(np.arccos(np.clip(np.dot(person.direction, (np.array(o.anchor_xy_px) - eye)
+                                                          / np.linalg.norm(np.array(o.anchor_xy_px) - eye)), -1, 1)))
+                      for i, o in enumerate(scene.objects) if i != person.target_index]
+            assert min(angles) >= 6.0 - 1e-6
+            near_misses += min(angles) < 15.0
+    assert repeats >= len(plan) // 3 and occluders >= len(plan) // 4
+    assert in_frame >= 40 and near_misses >= in_frame // 5
+
+
+def test_objects_file_lists_every_object(dataset_v2: Path):
+    for split in ("train", "test"):
+        objects = read_objects(dataset_v2, split)
+        plan = plan_images(V2_SMALL, split)
+        assert list(objects) == [image_relpath(split, i) for i in range(len(plan))]
+        for image_index in (0, len(plan) - 1):
+            scene = render_scene(V2_SMALL, split, image_index, plan[image_index])
+            listed = objects[image_relpath(split, image_index)]
+            assert [name for name, _ in listed] == [obj.name for obj in scene.objects]
+            assert np.allclose([box for _, box in listed], [obj.box_xyxy_px for obj in scene.objects], atol=0.006)
+        for rel_path, listed in objects.items():
+            height, width = cv2.imread(str(dataset_v2 / rel_path)).shape[:2]
+            assert 4 <= len(listed) <= 7
+            for name, (x1, y1, x2, y2) in listed:
+                assert name in OBJECT_NAMES and 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    with pytest.raises(FileNotFoundError, match="write_objects"):
+        read_objects(dataset_v2, "val")
+
+
+def test_version_1_objects_file_and_regeneration_across_versions(tmp_path: Path):
+    v1 = SynthConfig(seed=2, train_persons=10, test_persons=3, test_annotators=2)
+    generate_synthgaze(tmp_path / "ds", v1, progress=False)
+    jpeg = tmp_path / "ds" / image_relpath("train", 0)
+    v1_jpeg = jpeg.read_bytes()
+    with_objects = generate_synthgaze(tmp_path / "ds", SynthConfig(**{**v1.to_dict(), "write_objects": True}),
+                                      progress=False)
+    assert not with_objects["skipped"] and jpeg.read_bytes() == v1_jpeg  # the flag adds files, changes no image
+    listed = read_objects(tmp_path / "ds", "train")
+    assert len(listed) == with_objects["train"]["images"]
+    assert all(len({name for name, _ in objs}) == len(objs) for objs in listed.values())  # v1: names unique
+    v2 = SynthConfig(**{**v1.to_dict(), "version": 2})
+    assert v2.persons_per_image == (1, 3)  # an explicit persons_per_image is kept
+    switched = generate_synthgaze(tmp_path / "ds", v2, progress=False)
+    assert not switched["skipped"] and jpeg.read_bytes() != v1_jpeg
+    assert json.loads((tmp_path / "ds" / "synthgaze.json").read_text())["config"]["version"] == 2
+    assert not list((tmp_path / "ds").glob("*_objects.jsonl"))
+    assert generate_synthgaze(tmp_path / "ds", v2, progress=False)["skipped"]
+    assert OBJECTS_FILE.format(split="train") == "train_objects.jsonl"
+
+
+def test_version_config_validation():
+    assert SynthConfig().persons_per_image == (1, 3) and SynthConfig(version=2).persons_per_image == (1, 4)
+    assert "version" not in SynthConfig().to_dict() and "write_objects" not in SynthConfig().to_dict()
+    assert SynthConfig(version=2, write_objects=True).to_dict()["write_objects"] is True
+    with pytest.raises(ValueError, match="version"):
+        SynthConfig(version=3)
+    with pytest.raises(ValueError, match="persons_per_image"):
+        SynthConfig(persons_per_image=[1, 4])
+    with pytest.raises(ValueError, match="persons_per_image"):
+        SynthConfig(version=2, persons_per_image=[1, 5])

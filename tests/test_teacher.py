@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import nn
 
 from gcdr.students.vat import VATSpatial, heatmap_mse_loss
+from gcdr.teacher.config import TeacherConfig
 from gcdr.teacher.diffusion import (
     ddim_step,
     make_ddim_scheduler,
@@ -29,7 +31,7 @@ from gcdr.teacher.mean_teacher import (
     make_ema_teacher,
     update_ema,
 )
-from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig, _resblock_levels
+from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig, _build_unet, _resblock_levels
 
 TINY = TeacherModelConfig(encoder_width=8, unet_channels=8, channel_mult=(1, 2, 2, 2), attention_head_dim=8,
                           norm_groups=4, attention_levels=(3,))
@@ -84,10 +86,53 @@ def test_official_size_matches_gcdr_and_vat_weights_load_into_the_encoder():
 
     report = teacher.load_encoder_weights({"model": {f"module.{k}": v for k, v in vat_state.items()}})
     assert report.missing == []
-    assert len(report.loaded) == 722  # every encoder entry of GCDR's feat_extractor (METHOD_FACTS 6.1)
+    assert len(report.loaded) == 722  # every encoder entry of GCDR's feat_extractor (docs/official-code.md#gcdr-diffusion-teacher)
     assert all(not key.startswith(("conv1_", "layer", "bn1_", "attn")) for key in report.unexpected)
     assert torch.equal(teacher.feat_extractor.layer5_face[1].conv3.weight, vat_state["layer5_face.1.conv3.weight"])
     assert torch.equal(teacher.feat_extractor.attn.bias, vat_state["attn.bias"])
+
+
+def reference_attention(attn: Attention, x: torch.Tensor, heads: int) -> torch.Tensor:
+    """GCDR's AttentionBlock written out: GroupNorm, q/k/v, softmax(q k^T / sqrt(d)) per head, proj_out,
+    residual. x: [B, C, H, W]; each of ``heads`` heads sees d = C / heads channels."""
+    batch, channels, height, width = x.shape
+    h = attn.group_norm(x).flatten(2).transpose(1, 2)  # [B, L, C]
+    q, k, v = (proj(h).view(batch, -1, heads, channels // heads).transpose(1, 2)  # [B, heads, L, d]
+               for proj in (attn.to_q, attn.to_k, attn.to_v))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(channels // heads), dim=-1)  # [B, heads, L, L]
+    mixed = (weights @ v).transpose(1, 2).reshape(batch, -1, channels)  # [B, L, C]
+    return attn.to_out[0](mixed).transpose(1, 2).reshape(x.shape) + x
+
+
+def test_official_attention_has_gcdr_four_heads_at_every_level_and_the_demo_is_unchanged():
+    # GCDR: num_heads 4, no fixed head width -> 4 heads of 48 channels at 192, of 64 at 256 (and the middle)
+    torch.manual_seed(0)
+    official = TeacherModelConfig.official()
+    assert official.attention_heads == 4 and official.attention_channels == (192, 256)
+    unet = _build_unet(official)
+    layers = {name: m for name, m in unet.named_modules() if isinstance(m, Attention)}
+    widths = sorted((m.inner_dim, m.heads) for m in layers.values())
+    assert widths == [(192, 4)] * 5 + [(256, 4)] * 6  # 2 down + 3 up at 192; 2 down + 3 up + middle at 256
+    assert sum(p.numel() for p in unet.parameters()) == 22_078_017  # the split adds nothing (total: 79,230,914)
+
+    attn = layers["down_blocks.2.attentions.0"].eval()  # a 192-channel layer at 16 x 16
+    with torch.no_grad():
+        for parameter in attn.parameters():
+            parameter.normal_(0.0, 0.2)  # to_out is zero-initialised: make every part count
+        x = torch.randn(2, 192, 6, 6)
+        four = reference_attention(attn, x, heads=4)
+        assert not torch.allclose(four, reference_attention(attn, x, heads=3), atol=1e-3)  # diffusers' 64-wide rule
+        torch.testing.assert_close(attn(x), four, rtol=1e-5, atol=1e-5)  # SDPA processor (default)
+        attn.set_processor(AttnProcessor())  # the explicit-scale processor reads the adjusted scale
+        torch.testing.assert_close(attn(x), four, rtol=1e-5, atol=1e-5)
+
+    # configs that do not ask for a head count keep diffusers' rule (heads = channels // attention_head_dim)
+    demo = TeacherConfig().model_config()
+    assert demo.attention_heads is None
+    assert {(m.inner_dim, m.heads) for m in _build_unet(demo).modules() if isinstance(m, Attention)} == {(32, 4)}
+    assert {m.heads for m in _build_unet(TINY).modules() if isinstance(m, Attention)} == {2}  # 16 // 8
+    with pytest.raises(ValueError, match="attention_heads 5"):
+        TeacherModelConfig(unet_channels=8, channel_mult=(1, 2, 4, 4), attention_heads=5)
 
 
 def test_context_of_each_level_reaches_the_unet_and_bare_unet_calls_fail():
@@ -142,7 +187,7 @@ def test_schedule_is_gcdr_linear_betas_with_x0_prediction():
     assert train.config.prediction_type == ddim.config.prediction_type == "sample"
     assert not train.config.clip_sample and not ddim.config.clip_sample
     assert train.betas[0].item() == pytest.approx(2e-4) and train.betas[-1].item() == pytest.approx(4e-2)
-    alphas = train.alphas_cumprod  # METHOD_FACTS 6.5 values
+    alphas = train.alphas_cumprod  # docs/method.md#noise-schedule values
     for index, value in {49: 0.898, 99: 0.660, 124: 0.524, 199: 0.195, 249: 0.0781, 250: 0.0765}.items():
         assert alphas[index].item() == pytest.approx(value, abs=6e-4), index
     assert torch.allclose(ddim.alphas_cumprod, alphas)

@@ -1,4 +1,4 @@
-"""Transforms of METHOD_FACTS §2: Gaussian target, head box, pixels, and augmentation of whole views."""
+"""Transforms of docs/official-code.md#preprocessing-and-augmentation: Gaussian target, head box, pixels, and augmentation of whole views."""
 
 import numpy as np
 import pytest
@@ -35,7 +35,7 @@ def argmax_xy(heatmap: np.ndarray) -> tuple[int, int]:
     return int(col), int(row)
 
 
-# -- Gaussian target (§2.3) -------------------------------------------------------------------------------
+# -- Gaussian target (docs/official-code.md#gaussian-target) ----------------------------------------------
 
 def test_gaussian_interior_matches_formula_with_floor_center():
     heatmap = gaussian_heatmap_64((20.7 / 64, 40.2 / 64))
@@ -78,7 +78,7 @@ def test_add_gaussian_adds_then_normalises_by_max():
     assert two[20, 21] == pytest.approx(1.0)  # symmetric between the centres 20 and 22
 
 
-# -- Head box (§2.2) --------------------------------------------------------------------------------------
+# -- Head box (docs/official-code.md#head-box-enlargement-and-head-channel) -------------------------------
 
 def test_enlarge_head_box_grows_left_top_10_and_right_bottom_11_percent():
     box = enlarge_head_box((100.0, 200.0, 150.0, 300.0), 0.1)
@@ -247,7 +247,7 @@ def test_attached_prior_follows_the_gaze_through_crop_and_flip(augment):
         tracer_xy = np.floor(out.gaze_points_px[1] / out.size_wh * 64)
         assert np.abs(prior_xy - tracer_xy).max() <= 1, (prior_xy, tracer_xy)
         # and the prior peak stays next to the target's peak: within 2 cells, plus the zoomed-in quantisation
-        # of the original map (its peak cell lies up to 1.5 cells from the point when p < 9, §2.3)
+        # of the original map (its peak cell lies up to 1.5 cells from the point when p < 9, docs/official-code.md#gaussian-target)
         target_xy = np.array(argmax_xy(gaussian_heatmap_64(out.gaze_points_px[0] / out.size_wh)))
         zoom = np.array(view.size_wh) / np.array(out.size_wh)
         tolerance = np.maximum(2, np.ceil(1.5 * zoom) + 1)

@@ -10,7 +10,7 @@ from torch import nn
 
 from gcdr.students.vat import VATEncoder, VATSpatial, heatmap_mse_loss, inout_bce_loss, load_vat_weights
 
-# METHOD_FACTS 4.2: top-level prefixes in order, and representative (key, shape) pairs
+# docs/official-code.md#vat-state-dict: top-level prefixes in order, and representative (key, shape) pairs
 OFFICIAL_PREFIXES = (
     ["conv1_scene", "bn1_scene"] + [f"layer{i}_scene" for i in range(1, 6)]
     + ["conv1_face", "bn1_face"] + [f"layer{i}_face" for i in range(1, 6)]

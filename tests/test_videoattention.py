@@ -68,7 +68,8 @@ def test_tracks_become_samples(vat_root):
     np.testing.assert_allclose(track[4].gaze_points_norm, [[0.75, 0.25]])
     other = [s for s in samples if s.sample_id.startswith("Some Show")]
     assert other[0].image_size_wh == (400, 200)
-    np.testing.assert_allclose(other[0].gaze_points_norm, [[0.1, 0.75]])
+    assert other[0].gaze_points_norm.dtype == np.float64  # (40, 150) px / (400, 200), not rounded to float32
+    assert other[0].gaze_points_norm.tolist() == [[40 / 400, 150 / 200]] and 40 / 400 != float(np.float32(0.1))
     assert [track_id_of(s) for s in samples[12:15]] == ["Band of Brothers/1001_1100/s01"] * 3
 
     raw = read_videoattention(vat_root / "annotations" / "train", vat_root / "images", smooth_boxes=False,

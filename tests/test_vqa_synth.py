@@ -96,3 +96,44 @@ def test_head_attention_supervision_needs_an_earlier_layer_and_adds_loss():
     assert with_head > base + 1.0  # one more cross-entropy over 16 patches (>= its target's entropy, ~1.5 nats)
     with pytest.raises(ValueError, match="text layers"):
         vqa_loss(vqa, pixels, [question] * 2, ["cup", "ball"], 0.0, points, 1.0, -2, 1.0, points, 1.0)
+
+
+def test_the_honest_stand_in_never_reads_a_gaze_point(tmp_path):
+    """supervision=grounding: the training examples are a function of images, boxes and answers only. Replacing
+    every person's gaze points by garbage changes nothing; attention targets are object box centres (grounding
+    questions) or nothing (gaze questions)."""
+    import dataclasses
+
+    from gcdr.data.gazefollow import read_gazefollow
+    from gcdr.data.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze, read_objects
+    from gcdr.vqa.blip import build_blip_from_scratch
+    from gcdr.vqa.synth_vqa import GROUNDING_QUESTION, build_examples
+
+    data = tmp_path / "draw"
+    generate_synthgaze(data, SynthConfig(version=2, train_persons=12, test_persons=0, write_objects=True),
+                       progress=False)
+    samples = read_gazefollow(data / TRAIN_PERSONDET_FILE, data)
+    objects = {str((data / p).resolve()): drawn for p, drawn in read_objects(data, "train").items()}
+    _, processor = build_blip_from_scratch(vocabulary(VqaConfig()), image_size=32, patch_size=8, hidden_size=32,
+                                           vision_layers=1, text_layers=2, heads=2)
+    honest, kept = build_examples(samples, processor, VqaConfig(), False, "grounding", objects, 2, seed=0)
+    rng = np.random.default_rng(0)
+    garbage = [dataclasses.replace(s, gaze_points_norm=rng.random((1, 2))) for s in samples]
+    again, _ = build_examples(garbage, processor, VqaConfig(), False, "grounding", objects, 2, seed=0)
+    assert torch.equal(honest.pixel_values, again.pixel_values) and honest.answers == again.answers
+    assert torch.equal(honest.target_points_norm.nan_to_num(-1), again.target_points_norm.nan_to_num(-1))
+    assert torch.equal(honest.head_points_norm.nan_to_num(-1), again.head_points_norm.nan_to_num(-1))
+
+    n_gaze = len(kept)
+    assert n_gaze > 0 and len(honest) > n_gaze  # gaze questions first, then grounding questions
+    assert torch.isnan(honest.target_points_norm[:n_gaze]).all()  # no attention target for a gaze question
+    for row in range(n_gaze, len(honest)):
+        name = honest.answers[row]
+        assert honest.questions[row] == GROUNDING_QUESTION.format(name)
+        points = honest.target_points_norm[row]
+        points = points[~torch.isnan(points[:, 0])]
+        assert len(points) >= 1 and torch.isnan(honest.head_points_norm[row]).all()
+    # the earlier, labelled variant does read gaze points: the same garbage changes its examples
+    gaze, _ = build_examples(samples, processor, VqaConfig(), False, "gaze")
+    gaze_garbage, _ = build_examples(garbage, processor, VqaConfig(), False, "gaze")
+    assert not torch.equal(gaze.target_points_norm, gaze_garbage.target_points_norm)

@@ -52,7 +52,7 @@ class DatasetConfig:
     heads:           headboxes: one head-box file, a list of them, or a folder of them (one per person).
     inverted_boxes:  repair (swap, gazelle) | drop (GCDR) GazeFollow head boxes with x_min > x_max.
     read_image_sizes: gazefollow: read every image header to set image_size_wh and clamp head boxes.
-    inout_rule:      videoattentiontarget: vat (only (-1, -1) is out) | gazelle (METHOD_FACTS 1.2).
+    inout_rule:      videoattentiontarget: vat (only (-1, -1) is out) | gazelle (docs/formats.md#videoattentiontarget).
     smooth_head_boxes: videoattentiontarget: 11-frame moving average of head boxes (VAT, gazelle).
     labeled_shows:   videoattentiontarget: shows whose tracks are labeled (GCDR's four by default);
                      null = a seeded ratio of tracks from the ``split:`` section.

@@ -4,8 +4,8 @@ One item = one person. The image is decoded once, wrapped in a ``View`` (image, 
 prior map), augmented when training, then rendered into the model inputs of its style:
 
     style "vat":     scene [3, 224, 224], face [3, 224, 224], head_channel [1, 224, 224]; head boxes
-                     enlarged by 10 % first (GazeFollow, METHOD_FACTS §2.2) unless told otherwise
-    style "gazelle": scene [3, 448, 448] only; boxes clamped to the image, never enlarged (§2.6)
+                     enlarged by 10 % first (GazeFollow, docs/official-code.md#head-box-enlargement-and-head-channel) unless told otherwise
+    style "gazelle": scene [3, 448, 448] only; boxes clamped to the image, never enlarged (docs/official-code.md#gaze-lle-preprocessing)
 
 Every item holds the same keys with the same shapes, so ``default_collate`` batches them:
 
@@ -69,7 +69,7 @@ from gcdr.pseudolabels import PseudoLabelFolder
 
 log = logging.getLogger(__name__)
 
-MAX_GAZE_POINTS = 20  # GazeFollow test persons are padded to 20 annotators with (-1, -1) (§1.1)
+MAX_GAZE_POINTS = 20  # GazeFollow test persons are padded to 20 annotators with (-1, -1) (docs/formats.md#test-rows-and-grouping)
 OnError = Literal["raise", "skip"]
 
 gaze_collate = default_collate  # every tensor of an item has a fixed size
@@ -237,7 +237,7 @@ class GazeDataset(Dataset):
         if view.inout == OUT_OF_FRAME:  # the file's numbers are no point of this frame: report none
             gaze_norm = gaze_norm[:0]
         has_target = self.labeled[index] and view.inout == IN_FRAME and len(gaze_norm) > 0
-        if has_target:  # GCDR: one Gaussian at the annotators' mean point (§2.3)
+        if has_target:  # GCDR: one Gaussian at the annotators' mean point (docs/official-code.md#gaussian-target)
             target = gaussian_heatmap_64(gaze_norm.mean(axis=0), integer_center=self.style == "gazelle")
         else:
             target = np.zeros((HEATMAP_SIZE, HEATMAP_SIZE), np.float32)

@@ -1,6 +1,6 @@
 """GazeFollow annotation files (and GCDR's ``_persondet`` and ``_use``/``_left`` variants) -> PersonSample.
 
-The file kind is told by its column count (comma-separated, no header; METHOD_FACTS 1.1, 1.3):
+The file kind is told by its column count (comma-separated, no header; docs/formats.md#gazefollow-files, #gcdr-persondet-files):
 
     17  train:  path, idx, body x,y,w,h, eye_x, eye_y, gaze_x, gaze_y, head x_min,y_min,x_max,y_max, inout,
                 meta, ori_name
@@ -400,7 +400,7 @@ def load_gazefollow(path: str | os.PathLike, root: str | os.PathLike, on_error: 
 
     samples: list[PersonSample] = []
     eye = table.eye_xy_norm.tolist()
-    gaze_rows = list(table.gaze_xy_norm.astype(np.float32)[:, None, :])  # N views [1, 2]
+    gaze_rows = list(table.gaze_xy_norm.copy()[:, None, :])  # N views [1, 2] float64, as in the file
     box_list = boxes.tolist()
     bodies = ([_body_box(body) for body in table.body_boxes_px.tolist()] if table.body_boxes_px is not None
               else [None] * len(table))
@@ -436,7 +436,7 @@ def read_gazefollow(path: str | os.PathLike, root: str | os.PathLike, on_error: 
 
 
 def _group_test_rows(table: GazeFollowTable) -> tuple[list[int], dict[int, np.ndarray], dict[str, int]]:
-    """First row of each (path, eye_x) person, its [K, 2] float32 gaze points, and consistency counts."""
+    """First row of each (path, eye_x) person, its [K, 2] float64 gaze points, and consistency counts."""
     groups: dict[tuple[str, float], list[int]] = {}
     for row, (path, eye_x) in enumerate(zip(table.paths, table.eye_xy_norm[:, 0].tolist())):
         groups.setdefault((path, eye_x), []).append(row)
@@ -446,7 +446,7 @@ def _group_test_rows(table: GazeFollowTable) -> tuple[list[int], dict[int, np.nd
     for rows in groups.values():
         first = rows[0]
         first_rows.append(first)
-        gaze_points[first] = table.gaze_xy_norm[rows].astype(np.float32)  # [K, 2]
+        gaze_points[first] = table.gaze_xy_norm[rows]  # [K, 2] float64 (a copy: fancy indexing)
         inconsistent += int(not np.all(table.head_boxes_px[rows] == table.head_boxes_px[first]))
     counts = {"rows": len(table), "persons": len(first_rows), "inconsistent_head_box_in_person": inconsistent}
     return first_rows, gaze_points, counts

@@ -23,9 +23,11 @@ class PersonSample:
     image_path:        absolute path of the image file.
     head_box_xyxy_px:  head box as annotated (NOT enlarged; the transforms enlarge per protocol).
     body_box_xyxy_px:  body box of the GCDR extension, None when absent (negative in the files).
-    gaze_points_norm:  [K, 2] float32 gaze points (x, y); K = 1 for train rows, ~10 annotators for
-                       GazeFollow test persons, K = 0 when the gaze is unknown (unlabeled image folders).
-                       Out-of-frame persons keep whatever the file says but it is never a target.
+    gaze_points_norm:  [K, 2] float64 gaze points (x, y), the annotation file's values unrounded (the metrics
+                       round them only where a protocol's own code does, gcdr.metrics); K = 1 for train rows,
+                       ~10 annotators for GazeFollow test persons, K = 0 when the gaze is unknown
+                       (unlabeled image folders). Out-of-frame persons keep whatever the file says but it is
+                       never a target.
     inout:             1 in frame, 0 out of frame, -1 unknown.
     image_size_wh:     (W, H) in pixels when known from the annotation, else None (read with the image).
     eye_point_norm:    (x, y) eye position when the format has one.
@@ -37,7 +39,7 @@ class PersonSample:
     sample_id: str
     image_path: str
     head_box_xyxy_px: tuple[float, float, float, float]
-    gaze_points_norm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    gaze_points_norm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float64))
     inout: int = INOUT_UNKNOWN
     body_box_xyxy_px: tuple[float, float, float, float] | None = None
     image_size_wh: tuple[int, int] | None = None
@@ -52,5 +54,6 @@ class PersonSample:
 
     @property
     def mean_gaze_point_norm(self) -> np.ndarray:
-        """Mean of the annotators' points, [2]; the GazeFollow avg-L2 reference."""
+        """Mean of the annotators' points, [2] float32 (mean of the float32-rounded points, the precision of
+        the model-side tensors that use it; gcdr.metrics computes its avg-L2 reference in float64)."""
         return np.asarray(self.gaze_points_norm, np.float32).mean(axis=0)

@@ -1,4 +1,4 @@
-"""Labeled / unlabeled splits of the training people (METHOD_FACTS 1.4), reproducible with a seed.
+"""Labeled / unlabeled splits of the training people (docs/formats.md#label-splits), reproducible with a seed.
 
 GazeFollow (as GCDR's get_weak_annt.py, but seeded):
 1. rows of the train file that become samples: inout != -1 and a usable head box (the reader's rule:
@@ -49,6 +49,26 @@ def split_file_names(ratio: float) -> tuple[str, str]:
 def labeled_count(n_rows: int, ratio: float) -> int:
     """round(N * ratio), Python rounding as GCDR."""
     return int(round(n_rows * float(ratio)))
+
+
+@dataclass
+class SplitConfig:
+    """The ``split:`` config section (``make split``; read as a dict by ``gcdr.paths`` and ``load_samples``).
+
+    ratio: labeled fraction of the training persons, 0 < ratio <= 1 (GCDR: 0.05 | 0.1 | 0.2).
+    seed:  NumPy ``default_rng`` seed of the permutation (>= 0).
+    dir:   folder of the split files; they go to ``<dir>/seed<seed>/``.
+    """
+
+    ratio: float = 0.1
+    seed: int = 0
+    dir: str = "data/synthgaze/splits"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"split.ratio must be a number in (0, 1], got {self.ratio!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"split.seed must be an integer >= 0, got {self.seed!r}")
 
 
 @dataclass

@@ -8,7 +8,15 @@ out-of-frame persons look towards an image edge along a ray that passes no objec
 Because the ground truth is known, the VQA answer to "what is the person in the green bounding box looking at?"
 is the target's name, and every stage of the pipeline can be checked against it.
 
-Layout of ``out_dir`` (GazeFollow's, plus GCDR's body-box files, METHOD_FACTS 1.1 and 1.3)::
+That is version 1 (``synth.version: 1``, the default), which is easy: names are unique in an image (the answer
+locates the target), no other object lies within 14 degrees of a gaze ray, heads are large. Version 2
+(``synth.version: 2``) makes labels the bottleneck: 4-7 objects whose names repeat, distractors down to 6 degrees
+from a gaze ray (half of them placed on purpose 6-18 degrees off one; the target is still the first object the
+ray meets), heads of radius 4.5-8 % of the short side with a smaller nose and closer eyes, 1-4 persons (some
+sharing a target), 0-2 plain or textured occluders (never over a face, a target's anchor or a gaze ray),
+gradient / stripe / checker / noise backgrounds and objects of 8-22 % of the short side.
+
+Layout of ``out_dir`` (GazeFollow's, plus GCDR's body-box files, docs/formats.md#gazefollow-files and #gcdr-persondet-files)::
 
     train/<8 digits>/<8 digits>.jpg, test2/<8 digits>/<8 digits>.jpg
     train_annotations_release.txt            17 columns, one row per person
@@ -17,6 +25,8 @@ Layout of ``out_dir`` (GazeFollow's, plus GCDR's body-box files, METHOD_FACTS 1.
     test_annotations_release_persondet.txt   20 columns = 16 + body box
     synthgaze.json                           config, object vocabulary, counts (deterministic)
     provenance.json
+    train_objects.jsonl, test_objects.jsonl  only with synth.write_objects: per image {"path", "objects": [{"name",
+                                             "box_xyxy_px"}, ...]}, every drawn object (``read_objects``)
 
 Everything is a function of ``SynthConfig``: each image is drawn from its own random generator seeded by
 (seed, split, image index), so the same config gives the same files byte for byte (JPEGs at a fixed quality).
@@ -53,6 +63,8 @@ TRAIN_PERSONDET_FILE = "train_annotations_release_persondet.txt"
 TEST_PERSONDET_FILE = "test_annotations_release_persondet.txt"
 SPLIT_IMAGE_DIRS = {"train": "train", "test": "test2"}
 SPLIT_CODES = {"train": 0, "test": 1}
+SCENE_VERSIONS = (1, 2)  # synth.version: the scene design (not GENERATOR_VERSION, the code revision)
+OBJECTS_FILE = "{split}_objects.jsonl"  # written when synth.write_objects
 META_PREFIX = "synth:target="
 NO_TARGET = "none"
 IMAGES_PER_FOLDER = 1000
@@ -72,25 +84,39 @@ class SynthConfig:
     annotator_noise_sd:        sd of test annotators' gaze points, as a fraction of the image side.
     body_box_missing_fraction: fraction of persons whose persondet body box is absent (-1), like missed detections.
     jpeg_quality:              cv2 JPEG quality of the written images.
+    version:                   scene design: 1 (easy, the original) or 2 (cluttered and subtle, see "Version 2").
+                               Default persons_per_image (None): [1, 3] for version 1, [1, 4] for version 2.
+    write_objects:             also write ``<split>_objects.jsonl``: every drawn object's name and box per image
+                               (for grounding pretraining; see ``read_objects``).
     """
 
     seed: int = 0
     train_persons: int = 2000
     test_persons: int = 200
-    persons_per_image: Sequence[int] = (1, 3)
+    persons_per_image: Sequence[int] | None = None
     image_size: Sequence[int] = (128, 256)
     out_of_frame_fraction: float = 0.1
     test_annotators: int = 10
     annotator_noise_sd: float = 0.025
     body_box_missing_fraction: float = 0.1
     jpeg_quality: int = 92
+    version: int = 1
+    write_objects: bool = False
 
     def __post_init__(self) -> None:
+        if self.version not in SCENE_VERSIONS:
+            raise ValueError(f"synth.version must be one of {list(SCENE_VERSIONS)}, got {self.version!r}")
+        self.version = int(self.version)
+        self.write_objects = bool(self.write_objects)
+        if self.persons_per_image is None:
+            self.persons_per_image = (1, 3) if self.version == 1 else (1, 4)
         self.persons_per_image = tuple(int(v) for v in self.persons_per_image)
         self.image_size = tuple(int(v) for v in self.image_size)
         lo, hi = self.persons_per_image
-        if not 1 <= lo <= hi <= 3:
-            raise ValueError(f"synth.persons_per_image must be [min, max] within [1, 3], got {list(self.persons_per_image)}")
+        most = 3 if self.version == 1 else 4
+        if not 1 <= lo <= hi <= most:
+            raise ValueError(f"synth.persons_per_image must be [min, max] within [1, {most}] for version "
+                             f"{self.version}, got {list(self.persons_per_image)}")
         lo, hi = self.image_size
         if not 96 <= lo <= hi:
             raise ValueError(f"synth.image_size must be [min, max] with min >= 96 px, got {list(self.image_size)}")
@@ -100,8 +126,19 @@ class SynthConfig:
             raise ValueError("synth.train_persons/test_persons must be >= 0 and test_annotators >= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (tuples as lists), as stored in ``synthgaze.json``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-able form (tuples as lists), as stored in ``synthgaze.json``.
+
+        Fields added after version 1 (``version``, ``write_objects``) appear only when not at their defaults, so a
+        version-1 dataset's ``synthgaze.json`` is byte for byte what it was, and existing folders stay current.
+        """
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        for key, default in _LATER_FIELDS.items():
+            if values[key] == default:
+                del values[key]
+        return values
+
+
+_LATER_FIELDS = {"version": 1, "write_objects": False}  # omitted from to_dict() at these values
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -302,6 +339,7 @@ class SynthPerson:
     gaze_xy_px: tuple[float, float]          # target anchor (in frame) or the edge point (out of frame)
     target: str | None                       # object name, None when out of frame
     body_box_xyxy_px: tuple[int, int, int, int] | None  # the persondet box (None = "not detected")
+    target_index: int | None = None          # index of the target in SynthScene.objects (names may repeat in v2)
 
     @property
     def in_frame(self) -> bool:
@@ -315,12 +353,18 @@ class SynthScene:
     image_rgb: np.ndarray
     objects: list[SynthObject]
     persons: list[SynthPerson]
+    occluder_masks: list[np.ndarray] = field(default_factory=list)  # [H, W] bool each (version 2)
 
     @property
     def size_wh(self) -> tuple[int, int]:
         return self.image_rgb.shape[1], self.image_rgb.shape[0]
 
+    def target_of(self, person: SynthPerson) -> SynthObject | None:
+        """The object ``person`` looks at (None when out of frame); unambiguous when names repeat (version 2)."""
+        return None if person.target_index is None else self.objects[person.target_index]
+
     def object_named(self, name: str) -> SynthObject:
+        """The first object called ``name`` (unique in version 1; use ``target_of`` in version 2)."""
         for obj in self.objects:
             if obj.name == name:
                 return obj
@@ -608,10 +652,10 @@ def _person_primitives(person: _PersonDraft) -> list[Primitive]:
 
 
 def _finish_person(person: _PersonDraft, width: int, height: int, rng: np.random.Generator,
-                   body_missing_fraction: float, objects: list[_ObjectDraft]) -> SynthPerson:
+                   body_missing_fraction: float, objects: list[_ObjectDraft], nose_length: float = 1.32) -> SynthPerson:
     (cx, cy), r = person.centre, person.radius
     dx, dy = person.direction
-    nose_tip = (cx + 1.32 * r * dx, cy + 1.32 * r * dy)
+    nose_tip = (cx + nose_length * r * dx, cy + nose_length * r * dy)
     slop = rng.uniform(0.02, 0.12, size=4) * r  # annotators draw boxes a little loosely
     head_box = (max(0.0, min(cx - r, nose_tip[0]) - slop[0]), max(0.0, min(cy - r, nose_tip[1]) - slop[1]),
                 min(width - 1.0, max(cx + r, nose_tip[0]) + slop[2]), min(height - 1.0, max(cy + r, nose_tip[1]) + slop[3]))
@@ -623,7 +667,8 @@ def _finish_person(person: _PersonDraft, width: int, height: int, rng: np.random
     target = objects[person.target_index].name if person.target_index is not None else None
     return SynthPerson(head_centre_px=(cx, cy), head_radius_px=r, head_box_xyxy_px=head_box,
                        torso_box_xyxy_px=person.torso_box, eye_xy_px=person.eye(person.direction),
-                       direction=(dx, dy), gaze_xy_px=tuple(person.gaze_point), target=target, body_box_xyxy_px=body)
+                       direction=(dx, dy), gaze_xy_px=tuple(person.gaze_point), target=target, body_box_xyxy_px=body,
+                       target_index=person.target_index)
 
 
 def render_scene(config: SynthConfig, split: str, image_index: int, in_frame_flags: Sequence[bool]) -> SynthScene:
@@ -631,7 +676,10 @@ def render_scene(config: SynthConfig, split: str, image_index: int, in_frame_fla
 
     Deterministic in (config.seed, split, image_index, in_frame_flags, config.image_size).
     Returns the RGB image [H, W, 3] uint8, its objects (with exact masks) and persons (with their gaze truth).
+    ``config.version`` 2 draws the cluttered scenes of ``_render_scene_v2``.
     """
+    if config.version == 2:
+        return _render_scene_v2(config, split, image_index, in_frame_flags)
     rng = np.random.default_rng([config.seed, SPLIT_CODES[split], image_index])
     lo, hi = config.image_size
     for _attempt in range(300):
@@ -667,6 +715,349 @@ def render_scene(config: SynthConfig, split: str, image_index: int, in_frame_fla
     noise = rng.standard_normal(size=image.shape, dtype=np.float32) * rng.uniform(2.0, 5.0)  # [H, W, 3] sensor noise
     image = np.clip(image + noise, 0, 255).astype(np.uint8)
     return SynthScene(image, objects, persons)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Version 2 (synth.version = 2): cluttered scenes in which the gaze direction, not the answer, locates the target.
+# 4-7 objects with repeated names, distractors down to 6 degrees from a gaze ray (the target is still the first
+# object the ray meets), small faces with small features, 1-4 persons, 0-2 occluders, textured backgrounds.
+# Version 1's functions above are left as they are: version-1 datasets stay byte for byte the same.
+# ----------------------------------------------------------------------------------------------------------------
+
+V2_OBJECTS_PER_IMAGE = (4, 7)
+V2_OBJECT_SIZE = (0.08, 0.22)            # larger side of an object box, fraction of the short side (x kind.scale)
+V2_MIN_OBJECT_PX = 10.0                  # ... but at least this many pixels
+V2_HEAD_RADIUS = (0.045, 0.08)           # fraction of the short side
+V2_HEAD_REGION = 1.3                     # head + nose fit in a square of +- this many radii
+V2_NOSE_LENGTH = 1.18                    # nose tip from the head centre, in radii (v1: 1.32)
+V2_EYE_SPREAD = 0.26                     # eye centres +- this many radii across the face (v1: 0.34)
+V2_MIN_ANGLE_TO_DISTRACTOR_DEG = 6.0     # v1: 14
+V2_NEAR_RAY_FRACTION = 0.5               # distractors placed on purpose next to a gaze ray (6-18 degrees off it)
+V2_NEAR_RAY_ANGLE_DEG = (6.0, 18.0)
+V2_SHARED_TARGET_FRACTION = 0.25         # a further in-frame person looks at an object already looked at
+V2_OCCLUDERS = (0, 2)
+V2_OCCLUDER_SIZE = (0.12, 0.35)          # each side, fraction of the short side
+V2_OCCLUDER_MIN_VISIBLE = 0.5            # every object keeps at least this fraction of its pixels visible
+
+
+def _sample_object_v2(name: str, width: int, height: int, rng: np.random.Generator) -> tuple[float, float]:
+    """(w, h) in pixels: larger side 8-22 % of the short image side times the object's scale (>= 10 px)."""
+    kind = OBJECT_KINDS[name]
+    size = max(V2_MIN_OBJECT_PX, min(width, height) * rng.uniform(*V2_OBJECT_SIZE) * kind.scale * rng.uniform(0.93, 1.07))
+    aspect = kind.aspect_w_over_h * rng.uniform(0.9, 1.1)
+    return (size, size / aspect) if aspect >= 1 else (size * aspect, size)
+
+
+def _gaze_ray_ok_v2(person: _PersonDraft, persons: list[_PersonDraft], objects: list[_ObjectDraft],
+                    direction: Sequence[float], end: Sequence[float], target_index: int | None) -> bool:
+    """Like ``_gaze_ray_ok`` with distractors allowed down to 6 degrees from the ray; objects are checked from the
+    eye on, so the target (or, out of frame, nothing) is the first object the ray meets."""
+    start = (person.centre[0] + 1.4 * person.radius * direction[0], person.centre[1] + 1.4 * person.radius * direction[1])
+    for other in persons:
+        if _segment_hits_box(start, end, other.torso_box):
+            return False
+        if other is not person and _segment_hits_box(start, end, other.head_region):
+            return False
+    eye = person.eye(direction)
+    for index, obj in enumerate(objects):
+        if index == target_index:
+            continue
+        if _segment_hits_box(eye, end, obj.box, margin=2.0):
+            return False
+        to_obj = (obj.anchor[0] - eye[0], obj.anchor[1] - eye[1])
+        if _angle_between_deg(direction, to_obj) < V2_MIN_ANGLE_TO_DISTRACTOR_DEG:
+            return False
+    return True
+
+
+def _all_in_frame_rays_ok_v2(persons: list[_PersonDraft], objects: list[_ObjectDraft]) -> bool:
+    return all(_gaze_ray_ok_v2(p, persons, objects, p.direction, p.gaze_point, p.target_index)
+               for p in persons if p.target_index is not None)
+
+
+def _place_object_v2(name: str, width: int, height: int, persons: list[_PersonDraft], objects: list[_ObjectDraft],
+                     rng: np.random.Generator, accept, near_ray: _PersonDraft | None = None,
+                     tries: int = 40) -> _ObjectDraft:
+    """Like ``_place_object``; with ``near_ray`` the box centre is drawn 6-18 degrees off that person's gaze ray
+    (at 0.4-1.6 times the target's distance), a near miss that only the exact direction tells apart."""
+    obj_w, obj_h = _sample_object_v2(name, width, height, rng)
+    for _ in range(tries):
+        if near_ray is None:
+            x1, y1 = rng.uniform(2, width - 2 - obj_w), rng.uniform(2, height - 2 - obj_h)
+        else:
+            eye = near_ray.eye(near_ray.direction)
+            reach = math.dist(eye, near_ray.gaze_point) * rng.uniform(0.4, 1.6)
+            angle = math.atan2(near_ray.direction[1], near_ray.direction[0]) \
+                + math.radians(rng.uniform(*V2_NEAR_RAY_ANGLE_DEG)) * (1 if rng.random() < 0.5 else -1)
+            x1 = eye[0] + reach * math.cos(angle) - obj_w / 2
+            y1 = eye[1] + reach * math.sin(angle) - obj_h / 2
+            if not (2 <= x1 <= width - 2 - obj_w and 2 <= y1 <= height - 2 - obj_h):
+                continue
+        box = (x1, y1, x1 + obj_w, y1 + obj_h)
+        if any(_boxes_overlap(box, p.head_region) or _boxes_overlap(box, p.torso_box) for p in persons):
+            continue
+        if any(_boxes_overlap(box, o.box, margin=3.0) for o in objects):
+            continue
+        primitives, anchor = _object_primitives(name, box, np.random.default_rng(rng.integers(2**32)))
+        draft = _ObjectDraft(name, box, primitives, anchor)
+        if accept(draft):
+            return draft
+    raise _LayoutFailed(f"no place for {name}")
+
+
+def _layout_v2(width: int, height: int, in_frame_flags: Sequence[bool], rng: np.random.Generator
+               ) -> tuple[list[_PersonDraft], list[_ObjectDraft]]:
+    short = min(width, height)
+    reg = V2_HEAD_REGION
+    persons: list[_PersonDraft] = []
+    for in_frame in in_frame_flags:
+        radius = short * rng.uniform(*V2_HEAD_RADIUS)
+        for _ in range(60):
+            cx = rng.uniform(reg * radius + 1, width - reg * radius - 1)
+            cy = rng.uniform(reg * radius + 1, height - 1.6 * radius)
+            head_region = (cx - reg * radius, cy - reg * radius, cx + reg * radius, cy + reg * radius)
+            torso_box = (cx - 1.35 * radius, cy + 0.85 * radius, cx + 1.35 * radius, min(height, cy + 3.6 * radius))
+            if any(_boxes_overlap(head_region, p.head_region) or _boxes_overlap(head_region, p.torso_box)
+                   or _boxes_overlap(torso_box, p.head_region) or _boxes_overlap(torso_box, p.torso_box) for p in persons):
+                continue
+            persons.append(_PersonDraft((cx, cy), radius, head_region, torso_box, bool(in_frame)))
+            break
+        else:
+            raise _LayoutFailed("no place for a person")
+
+    n_objects = int(rng.integers(V2_OBJECTS_PER_IMAGE[0], V2_OBJECTS_PER_IMAGE[1] + 1))
+    names = [OBJECT_NAMES[int(i)] for i in rng.integers(len(OBJECT_NAMES), size=n_objects)]  # repeats allowed
+    objects: list[_ObjectDraft] = []
+
+    def aim(person: _PersonDraft, anchor: Sequence[float]) -> tuple[float, float] | None:
+        dx, dy = anchor[0] - person.centre[0], anchor[1] - person.centre[1]
+        dist = math.hypot(dx, dy)
+        if dist < 2.8 * person.radius:
+            return None
+        return dx / dist, dy / dist
+
+    def look(person: _PersonDraft, index: int | None, anchor: Sequence[float] | None = None) -> None:
+        direction = None if anchor is None else aim(person, anchor)
+        if direction is None:
+            person.target_index = person.direction = person.gaze_point = None
+        else:
+            person.target_index, person.direction, person.gaze_point = index, direction, tuple(anchor)
+
+    for person in (p for p in persons if p.in_frame):
+        if objects and rng.random() < V2_SHARED_TARGET_FRACTION:  # joint attention on an existing object
+            for index in rng.permutation(len(objects)):
+                look(person, int(index), objects[int(index)].anchor)
+                if person.direction is not None and _all_in_frame_rays_ok_v2(persons, objects):
+                    break
+                look(person, None)
+        if person.direction is None:
+            def accept(draft: _ObjectDraft, person=person) -> bool:
+                look(person, len(objects), draft.anchor)
+                ok = person.direction is not None and _all_in_frame_rays_ok_v2(persons, objects + [draft])
+                if not ok:
+                    look(person, None)
+                return ok
+
+            objects.append(_place_object_v2(names[len(objects)], width, height, persons, objects, rng, accept))
+
+    lookers = [p for p in persons if p.in_frame]
+    for name in names[len(objects):]:
+        near = lookers[int(rng.integers(len(lookers)))] if lookers and rng.random() < V2_NEAR_RAY_FRACTION else None
+        accept = lambda draft: _all_in_frame_rays_ok_v2(persons, objects + [draft])  # noqa: E731
+        try:
+            objects.append(_place_object_v2(name, width, height, persons, objects, rng, accept, near_ray=near))
+        except _LayoutFailed:
+            if near is None:
+                raise
+            objects.append(_place_object_v2(name, width, height, persons, objects, rng, accept))
+
+    for person in (p for p in persons if not p.in_frame):
+        for _ in range(60):
+            angle = rng.uniform(0, 2 * math.pi)
+            direction = (math.cos(angle), math.sin(angle))
+            edge_point = _ray_exit_point(person.eye(direction), direction, width, height)
+            if _gaze_ray_ok_v2(person, persons, objects, direction, edge_point, None):
+                person.direction, person.gaze_point = direction, edge_point
+                break
+        else:
+            raise _LayoutFailed("no free direction out of the frame")
+    return persons, objects
+
+
+def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A random [H, W] float32 pattern in [0, 1]: linear gradient, stripes, checker or smooth noise."""
+    kind = int(rng.integers(4))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, math.pi)
+    u = xs * math.cos(angle) + ys * math.sin(angle)  # [H, W] coordinate across the pattern
+    if kind == 0:  # gradient
+        return (u - u.min()) / max(float(u.max() - u.min()), 1.0)
+    if kind == 1:  # stripes, hard or soft
+        period = rng.uniform(4.0, 0.25 * min(width, height))
+        wave = 0.5 + 0.5 * np.sin(2 * math.pi * u / period + rng.uniform(0, 2 * math.pi))
+        return (wave > 0.5).astype(np.float32) if rng.random() < 0.5 else wave
+    if kind == 2:  # checker (possibly rotated)
+        cell = rng.uniform(4.0, 0.2 * min(width, height))
+        v = -xs * math.sin(angle) + ys * math.cos(angle)
+        return ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
+    grid = rng.random((int(rng.integers(2, 9)), int(rng.integers(2, 9)))).astype(np.float32)  # smooth noise
+    smooth = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    fine = cv2.resize(rng.random((max(2, height // 4), max(2, width // 4))).astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_LINEAR)
+    return np.clip(0.75 * smooth + 0.25 * fine, 0.0, 1.0)
+
+
+def _background_v2(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A textured wall (gradient / stripes / checker / noise at a random scale and in random muted colours), an
+    optional floor band and a few faint clutter shapes, [H, W, 3] uint8."""
+    first = np.array(_random_muted_rgb(rng, (0.05, 0.45), (0.4, 0.9)), np.float32)
+    second = np.array(_random_muted_rgb(rng, (0.05, 0.45), (0.4, 0.9)), np.float32)
+    second = first + (second - first) * rng.uniform(0.3, 0.8)  # moderate contrast: objects stay visible
+    t = _texture(width, height, rng)[:, :, None]  # [H, W, 1]
+    image = first * (1 - t) + second * t  # [H, W, 3]
+    if rng.random() < 0.5:  # floor band
+        floor_y = int(height * rng.uniform(0.55, 0.8))
+        image[floor_y:] *= rng.uniform(0.75, 0.95)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(2, 7))):
+        colour = _jitter_colour(image[int(rng.integers(height)), int(rng.integers(width))], rng, 28)
+        x1, y1 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        if rng.random() < 0.6:
+            w, h = int(rng.integers(width // 10, width // 3)), int(rng.integers(height // 10, height // 3))
+            cv2.rectangle(image, (x1, y1), (x1 + w, y1 + h), colour, -1 if rng.random() < 0.5 else 2)
+        else:
+            x2, y2 = int(rng.integers(0, width)), int(rng.integers(0, height))
+            cv2.line(image, (x1, y1), (x2, y2), colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+    return image
+
+
+def _person_primitives_v2(person: _PersonDraft) -> list[Primitive]:
+    """Version 1's person with a smaller face cue: a shorter, narrower nose and eyes closer together."""
+    (cx, cy), r = person.centre, person.radius
+    dx, dy = person.direction
+    px, py = -dy, dx  # perpendicular
+    shoulder_y = cy + 1.35 * r
+    bottom_y = person.torso_box[3] + 2
+    face_angle = math.degrees(math.atan2(dy, dx))
+    eye_centres = [(cx + 0.45 * r * dx + s * V2_EYE_SPREAD * r * px, cy + 0.45 * r * dy + s * V2_EYE_SPREAD * r * py)
+                   for s in (-1, 1)]
+    tip, base, half = V2_NOSE_LENGTH * r, 0.82 * r, 0.17 * r
+    prims: list[Primitive] = [
+        ("rect", (cx - 0.3 * r, cy + 0.5 * r, cx + 0.3 * r, shoulder_y), "skin"),
+        ("ellipse", (cx, shoulder_y), (1.15 * r, 0.5 * r), 0, 180, 360, "shirt", -1),
+        ("poly", [(cx - 1.15 * r, shoulder_y), (cx + 1.15 * r, shoulder_y), (cx + 1.3 * r, bottom_y), (cx - 1.3 * r, bottom_y)], "shirt"),
+        ("circle", (cx, cy), r, "skin", -1),
+        ("ellipse", (cx, cy), (r, r), face_angle, 105, 255, "hair", -1),
+        ("poly", [(cx + tip * dx, cy + tip * dy), (cx + base * dx + half * px, cy + base * dy + half * py),
+                  (cx + base * dx - half * px, cy + base * dy - half * py)], "nose"),
+    ]
+    for ex, ey in eye_centres:
+        prims.append(("circle", (ex, ey), max(1.0, 0.15 * r), "eye_white", -1))
+        prims.append(("circle", (ex + 0.06 * r * dx, ey + 0.06 * r * dy), max(1.0, 0.08 * r), "pupil", -1))
+    return prims
+
+
+def _occluders_v2(width: int, height: int, persons: list[_PersonDraft], object_drafts: list[_ObjectDraft],
+                  object_masks: list[np.ndarray], rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """0-2 plain or textured rectangles / blobs as (mask [H, W] bool, pixels [H, W, 3] uint8).
+
+    An occluder never covers a face (head + nose region), a target's anchor (a disc around it), any gaze ray, nor
+    more than half of any object; it may hide parts of torsos and objects.
+    """
+    protected = np.zeros((height, width), np.uint8)
+    for person in persons:
+        (cx, cy), r = person.centre, person.radius
+        cv2.circle(protected, _pt((cx, cy)), int(math.ceil(V2_HEAD_REGION * r)) + 1, 255, -1)
+        cv2.line(protected, _pt(person.eye(person.direction)), _pt(person.gaze_point), 255, 3)
+        if person.target_index is not None:
+            x1, y1, x2, y2 = object_drafts[person.target_index].box
+            cv2.circle(protected, _pt(person.gaze_point), int(max(3.0, 0.2 * min(x2 - x1, y2 - y1))) + 1, 255, -1)
+    protected_bool = protected > 0
+    areas = [max(1, int(m.sum())) for m in object_masks]
+    covered = np.zeros((height, width), bool)
+    short = min(width, height)
+    occluders = []
+    for _ in range(int(rng.integers(V2_OCCLUDERS[0], V2_OCCLUDERS[1] + 1))):
+        colour = np.array(_random_muted_rgb(rng, (0.1, 0.6), (0.25, 0.85)), np.float32)
+        if rng.random() < 0.5:  # textured
+            other = np.array(_random_muted_rgb(rng, (0.1, 0.6), (0.25, 0.85)), np.float32)
+            t = _texture(width, height, rng)[:, :, None]
+            pixels = np.clip(colour * (1 - t) + other * t, 0, 255).astype(np.uint8)
+        else:
+            pixels = np.broadcast_to(colour.astype(np.uint8), (height, width, 3))
+        is_blob = rng.random() < 0.5
+        for _try in range(30):
+            w, h = (short * rng.uniform(*V2_OCCLUDER_SIZE, size=2)).tolist()
+            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+            mask = np.zeros((height, width), np.uint8)
+            if is_blob:
+                n = int(rng.integers(9, 15))
+                angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+                radii = 0.5 * rng.uniform(0.7, 1.0, n)
+                points = [(cx + w * q * math.cos(a), cy + h * q * math.sin(a)) for a, q in zip(angles, radii)]
+            else:
+                turn = math.radians(rng.uniform(-20, 20))
+                c, s = math.cos(turn), math.sin(turn)
+                points = [(cx + c * ox - s * oy, cy + s * ox + c * oy)
+                          for ox, oy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+            cv2.fillPoly(mask, [np.array([_pt(p) for p in points], np.int32)], 255)
+            mask_bool = mask > 0
+            if not mask_bool.any() or (mask_bool & protected_bool).any():
+                continue
+            union = covered | mask_bool
+            if any((m & union).sum() > (1 - V2_OCCLUDER_MIN_VISIBLE) * a for m, a in zip(object_masks, areas)):
+                continue
+            covered = union
+            occluders.append((mask_bool, pixels))
+            break
+    return occluders
+
+
+def _render_scene_v2(config: SynthConfig, split: str, image_index: int, in_frame_flags: Sequence[bool]) -> SynthScene:
+    """``render_scene`` for version 2: background, objects, persons, then occluders (which may hide parts of
+    objects and torsos, never a face, a target's anchor or a gaze ray); object masks are the visible pixels."""
+    rng = np.random.default_rng([config.seed, SPLIT_CODES[split], image_index])
+    lo, hi = config.image_size
+    for _attempt in range(300):
+        width, height = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
+        try:
+            drafts, object_drafts = _layout_v2(width, height, in_frame_flags, rng)
+        except _LayoutFailed:
+            continue
+        eye_x_texts = [f"{p.eye(p.direction)[0] / width:.6f}" for p in drafts]
+        if len(set(eye_x_texts)) == len(eye_x_texts):  # (path, eye_x) must identify a person
+            break
+    else:
+        raise RuntimeError(f"SynthGaze: no layout found for {split} image {image_index} with {len(in_frame_flags)} persons")
+
+    image = _background_v2(width, height, rng)
+    masks = []
+    for draft in object_drafts:
+        kind = OBJECT_KINDS[draft.name]
+        colours = {role: _jitter_colour(rgb, rng) for role, rgb in kind.colours_rgb.items()}
+        _draw(image, draft.primitives, colours)
+        mask = np.zeros((height, width), np.uint8)
+        _draw(mask, draft.primitives, None)
+        masks.append(mask > 0)
+    persons = []
+    for draft in drafts:
+        skin = _jitter_colour(SKIN_RGB[int(rng.integers(len(SKIN_RGB)))], rng, 8)
+        colours = {"skin": skin, "nose": tuple(int(c * 0.8) for c in skin),
+                   "hair": _jitter_colour(HAIR_RGB[int(rng.integers(len(HAIR_RGB)))], rng, 10),
+                   "shirt": _random_muted_rgb(rng, (0.25, 0.65), (0.3, 0.75), avoid_green=True),
+                   "eye_white": (250, 250, 250), "pupil": (15, 15, 15)}
+        _draw(image, _person_primitives_v2(draft), colours)
+        persons.append(_finish_person(draft, width, height, rng, config.body_box_missing_fraction, object_drafts,
+                                      nose_length=V2_NOSE_LENGTH))
+    occluders = _occluders_v2(width, height, drafts, object_drafts, masks, rng)
+    for occluder_mask, pixels in occluders:
+        image[occluder_mask] = pixels[occluder_mask]
+        for mask in masks:
+            mask &= ~occluder_mask
+    noise = rng.standard_normal(size=image.shape, dtype=np.float32) * rng.uniform(2.0, 6.0)  # [H, W, 3] sensor noise
+    image = np.clip(image + noise, 0, 255).astype(np.uint8)
+    objects = [SynthObject(d.name, d.box, d.anchor, m) for d, m in zip(object_drafts, masks)]
+    return SynthScene(image, objects, persons, [m for m, _ in occluders])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -742,21 +1133,63 @@ def _info_matches(out_dir: Path, config: SynthConfig) -> dict[str, Any] | None:
         info = json.loads(info_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    objects_files = [OBJECTS_FILE.format(split=split) for split in SPLIT_CODES] if config.write_objects else []
     files_present = all((out_dir / name).is_file() for name in
-                        (TRAIN_FILE, TEST_FILE, TRAIN_PERSONDET_FILE, TEST_PERSONDET_FILE))
+                        (TRAIN_FILE, TEST_FILE, TRAIN_PERSONDET_FILE, TEST_PERSONDET_FILE, *objects_files))
     if (info.get("generator_version") == GENERATOR_VERSION and info.get("config") == config.to_dict()
             and files_present):
         return info
     return None
 
 
+def _objects_line(rel_path: str, scene: SynthScene) -> str:
+    """One line of ``<split>_objects.jsonl``: every drawn object's name and layout box (px, the box it fills)."""
+    objects = [{"name": obj.name, "box_xyxy_px": [round(float(v), 2) for v in obj.box_xyxy_px]} for obj in scene.objects]
+    return json.dumps({"path": rel_path, "objects": objects})
+
+
+def read_objects(out_dir: str | os.PathLike, split: str) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
+    """``{image path relative to out_dir: [(object name, (x1, y1, x2, y2) px), ...]}`` from ``<split>_objects.jsonl``
+    (every drawn object, targets and distractors alike; written when ``synth.write_objects`` is true).
+
+    For grounding pretraining: where named objects are, never where persons look. Images are in file order.
+    """
+    path = Path(out_dir) / OBJECTS_FILE.format(split=split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: generate SynthGaze with synth.write_objects=true")
+    result: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            result[record["path"]] = [(o["name"], tuple(float(v) for v in o["box_xyxy_px"])) for o in record["objects"]]
+    return result
+
+
+def _v2_stats(scene: SynthScene, counts: Counter) -> None:
+    """Difficulty counts of a version-2 scene (added to synthgaze.json's split stats)."""
+    counts["objects"] += len(scene.objects)
+    counts["occluders"] += len(scene.occluder_masks)
+    names = Counter(obj.name for obj in scene.objects)
+    counts["images_with_repeated_names"] += any(n > 1 for n in names.values())
+    for person in scene.persons:
+        if person.target_index is None:
+            continue
+        counts["targets_sharing_name"] += names[person.target] > 1
+        angles = [_angle_between_deg(person.direction, (obj.anchor_xy_px[0] - person.eye_xy_px[0],
+                                                        obj.anchor_xy_px[1] - person.eye_xy_px[1]))
+                  for index, obj in enumerate(scene.objects) if index != person.target_index]
+        counts["targets_with_distractor_within_15deg"] += bool(angles) and min(angles) < 15.0
+
+
 def _generate_split(tmp_dir: Path, config: SynthConfig, split: str, progress: bool
-                    ) -> tuple[list[str], list[str], dict[str, Any]]:
+                    ) -> tuple[list[str], list[str], dict[str, Any], list[str]]:
     plan = plan_images(config, split)
     plain_rows: list[str] = []
     persondet_rows: list[str] = []
+    object_lines: list[str] = []
     targets: Counter[str] = Counter()
     counts = Counter()
+    v2_counts: Counter[str] = Counter()
     person_id = 0
     for image_index, flags in enumerate(tqdm(plan, desc=f"synthgaze {split}", unit="img", disable=not progress)):
         scene = render_scene(config, split, image_index, flags)
@@ -766,6 +1199,10 @@ def _generate_split(tmp_dir: Path, config: SynthConfig, split: str, progress: bo
         bgr = cv2.cvtColor(scene.image_rgb, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(image_path), bgr, [cv2.IMWRITE_JPEG_QUALITY, int(config.jpeg_quality)]):
             raise OSError(f"cv2 could not write {image_path}")
+        if config.write_objects:
+            object_lines.append(_objects_line(rel_path, scene))
+        if config.version == 2:
+            _v2_stats(scene, v2_counts)
         rng = np.random.default_rng([config.seed, SPLIT_CODES[split], image_index, 1])
         for person in scene.persons:
             plain, persondet = _person_rows(scene, person, split, rel_path, person_id, config, rng)
@@ -778,7 +1215,11 @@ def _generate_split(tmp_dir: Path, config: SynthConfig, split: str, progress: bo
     stats = {"images": len(plan), "persons": person_id, "rows": len(plain_rows),
              "out_of_frame_persons": counts["out_of_frame"], "body_boxes_absent": counts["body_boxes_absent"],
              "targets": dict(sorted(targets.items()))}
-    return plain_rows, persondet_rows, stats
+    if config.version == 2:
+        stats["difficulty"] = {key: v2_counts[key] for key in
+                               ("objects", "occluders", "images_with_repeated_names", "targets_sharing_name",
+                                "targets_with_distractor_within_15deg")}
+    return plain_rows, persondet_rows, stats, object_lines
 
 
 def generate_synthgaze(out_dir: str | os.PathLike, config: SynthConfig | None = None, *, force: bool = False,
@@ -811,10 +1252,13 @@ def generate_synthgaze(out_dir: str | os.PathLike, config: SynthConfig | None = 
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir()
     try:
-        train_plain, train_det, train_stats = _generate_split(tmp_dir, config, "train", progress)
-        test_plain, test_det, test_stats = _generate_split(tmp_dir, config, "test", progress)
-        for name, rows in ((TRAIN_FILE, train_plain), (TRAIN_PERSONDET_FILE, train_det),
-                           (TEST_FILE, test_plain), (TEST_PERSONDET_FILE, test_det)):
+        train_plain, train_det, train_stats, train_objects = _generate_split(tmp_dir, config, "train", progress)
+        test_plain, test_det, test_stats, test_objects = _generate_split(tmp_dir, config, "test", progress)
+        files = [(TRAIN_FILE, train_plain), (TRAIN_PERSONDET_FILE, train_det),
+                 (TEST_FILE, test_plain), (TEST_PERSONDET_FILE, test_det)]
+        if config.write_objects:
+            files += [(OBJECTS_FILE.format(split="train"), train_objects), (OBJECTS_FILE.format(split="test"), test_objects)]
+        for name, rows in files:
             (tmp_dir / name).write_text("".join(row + "\n" for row in rows))
         info = {
             "name": "SynthGaze",
@@ -823,7 +1267,9 @@ def generate_synthgaze(out_dir: str | os.PathLike, config: SynthConfig | None = 
             "objects": {name: kind.description for name, kind in OBJECT_KINDS.items()},
             "meta_format": f"{META_PREFIX}<object name> ({META_PREFIX}{NO_TARGET} when out of frame)",
             "files": {"train": TRAIN_FILE, "test": TEST_FILE, "train_persondet": TRAIN_PERSONDET_FILE,
-                      "test_persondet": TEST_PERSONDET_FILE},
+                      "test_persondet": TEST_PERSONDET_FILE,
+                      **({f"{split}_objects": OBJECTS_FILE.format(split=split) for split in SPLIT_CODES}
+                         if config.write_objects else {})},
             "train": train_stats,
             "test": test_stats,
         }

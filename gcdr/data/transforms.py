@@ -1,4 +1,4 @@
-"""Preprocessing and augmentation of VAT / GCDR / Gaze-LLE (METHOD_FACTS §2), one small function each.
+"""Preprocessing and augmentation of VAT / GCDR / Gaze-LLE (docs/official-code.md#preprocessing-and-augmentation), one small function each.
 
 Conventions: ``_px`` = pixels of the *current* frame (the image after any crop / flip so far),
 ``_norm`` = x / W, y / H of that frame, boxes are ``xyxy`` = (left, top, right, bottom), images are
@@ -7,13 +7,13 @@ Conventions: ``_px`` = pixels of the *current* frame (the image after any crop /
 Randomness comes only from a ``numpy.random.Generator`` passed in, so one seed gives one result.
 
 The pieces, in the order a training sample meets them:
-  enlarge_head_box            fixed 10 % enlargement of GazeFollow boxes (§2.2)
+  enlarge_head_box            fixed 10 % enlargement of GazeFollow boxes (docs/official-code.md#head-box-enlargement-and-head-channel)
   View + augment_vat / augment_gazelle
-                              jitter, crop, flip, colour of §2.4 / §2.6 on image, boxes, gaze and an
+                              jitter, crop, flip, colour of docs/official-code.md#gazefollow-augmentation-vat-gcdr / #gaze-lle-preprocessing on image, boxes, gaze and an
                               attached prior heatmap together
   resize_rgb, face_crop, head_channel, jitter_colour, imagenet_normalize
-                              the model inputs of §2.1
-  gaussian_heatmap_64         the training target of §2.3
+                              the model inputs (docs/official-code.md#model-inputs)
+  gaussian_heatmap_64         the training target (docs/official-code.md#gaussian-target)
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ BoxXYXY = Sequence[float] | np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------
-# Gaussian target (§2.3)
+# Gaussian target (docs/official-code.md#gaussian-target)
 
 def gaussian_heatmap_64(point_norm: Sequence[float] | np.ndarray, sigma: float = GAUSSIAN_SIGMA,
                         size: int = HEATMAP_SIZE, integer_center: bool = False) -> np.ndarray:
@@ -71,7 +71,7 @@ def gaussian_heatmap_64(point_norm: Sequence[float] | np.ndarray, sigma: float =
 def add_gaussian(heatmap: np.ndarray, center_cells: Sequence[float] | np.ndarray,
                  sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
     """ADD a Gaussian patch centred at ``center_cells`` (x, y in cell units) to ``heatmap``, then divide
-    the whole map by its maximum (§2.3 step 4). Returns a new [h, w] float32 map; ``heatmap`` is returned
+    the whole map by its maximum (docs/official-code.md#gaussian-target, step 3). Returns a new [h, w] float32 map; ``heatmap`` is returned
     unchanged when the patch misses it entirely (this also avoids the original's 0/0 when the patch
     touches the map with zero width)."""
     radius = int(3 * sigma)                   # 9 for sigma = 3: a 19 x 19 patch
@@ -94,10 +94,10 @@ def _gaussian_patch(radius: int, sigma: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Head box (§2.2)
+# Head box (docs/official-code.md#head-box-enlargement-and-head-channel)
 
 def enlarge_head_box(box_xyxy_px: BoxXYXY, k: float) -> np.ndarray:
-    """Grow a box by ``k`` with GazeFollow's sequential update (§2.2, also the jitter of §2.4).
+    """Grow a box by ``k`` with GazeFollow's sequential update (docs/official-code.md#head-box-enlargement-and-head-channel, also the jitter of #gazefollow-augmentation-vat-gcdr).
 
     x_min and y_min move out by k * size first; x_max and y_max then move by k * the already-grown size,
     so left/top grow by k and right/bottom by k(1 + k) of the original size (10 % / 11 % for k = 0.1).
@@ -112,7 +112,7 @@ def enlarge_head_box(box_xyxy_px: BoxXYXY, k: float) -> np.ndarray:
 
 
 def head_channel(head_box_xyxy_norm: BoxXYXY, size: int = FACE_SIZE) -> np.ndarray:
-    """Binary head-position mask [1, size, size] float32 (§2.2).
+    """Binary head-position mask [1, size, size] float32 (docs/official-code.md#head-box-enlargement-and-head-channel).
 
     Corners times ``size``, truncated toward zero, clipped to [0, size - 1]; ones on rows y1..y2-1 and
     columns x1..x2-1 (end exclusive, so a box reaching the border stops one short of it, as coded).
@@ -150,7 +150,7 @@ def crop_with_padding(image: np.ndarray, window_xyxy: Sequence[int]) -> np.ndarr
 
 
 def resize_rgb(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize to (width, height), aspect ratio NOT kept, antialiased when shrinking (§2.1).
+    """Bilinear resize to (width, height), aspect ratio NOT kept, antialiased when shrinking (docs/official-code.md#model-inputs).
 
     torch's uint8 antialiased kernel gives the pixels of the official PIL ``Resize((224, 224))`` (within
     0.01 grey levels on a 1920x1080 frame) at a tenth of its cost. [H, W, 3] uint8 -> [h, w, 3] uint8.
@@ -172,7 +172,7 @@ def resize_scene(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def face_crop(image: np.ndarray, head_box_xyxy_px: BoxXYXY, size: int = FACE_SIZE) -> np.ndarray:
-    """Crop the head box at int() of its corners (black outside the image, §2.2) and resize to
+    """Crop the head box at int() of its corners (black outside the image, docs/official-code.md#head-box-enlargement-and-head-channel) and resize to
     [size, size, 3] uint8. A box thinner than one pixel is widened to one pixel rather than failing."""
     x0, y0, x1, y1 = (int(v) for v in head_box_xyxy_px)
     crop = crop_with_padding(image, (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
@@ -189,7 +189,7 @@ class ColourFactors:
 
 
 def jitter_colour(images: Sequence[np.ndarray], factors: ColourFactors) -> list[np.ndarray]:
-    """Brightness, then contrast, then saturation (§2.4 order), in float with clamping after each step.
+    """Brightness, then contrast, then saturation (the order of docs/official-code.md#gazefollow-augmentation-vat-gcdr), in float with clamping after each step.
 
     All three operations are per pixel except that contrast blends toward the grey MEAN of the whole
     image, so they can run on the already-resized model inputs: ``images[0]`` must be the scene (the
@@ -243,7 +243,7 @@ def crop_heatmap(heatmap: np.ndarray, frame_wh: tuple[int, int], window_xyxy: Se
 
     Bilinear, with cell centres at half-cell offsets; cells of the window outside the frame become 0
     (the image crop pads black there). Min-max normalised afterwards, as GCDR does with cropped
-    Grad-CAMs (§9.5). [h, w] in, [h, w] float32 out.
+    Grad-CAMs (docs/official-code.md#maps-that-follow-the-image). [h, w] in, [h, w] float32 out.
     """
     frame_w, frame_h = frame_wh
     x0, y0, x1, y1 = window_xyxy
@@ -348,7 +348,7 @@ def _move_view(view: View, image: np.ndarray, box: Callable, points: Callable, h
 
 @dataclass
 class AugmentConfig:
-    """Train-time augmentation. Defaults = GCDR on GazeFollow (§2.4); ``AugmentConfig.gazelle()`` = §2.6.
+    """Train-time augmentation. Defaults = GCDR on GazeFollow (docs/official-code.md#gazefollow-augmentation-vat-gcdr); ``AugmentConfig.gazelle()`` = docs/official-code.md#gaze-lle-preprocessing.
 
     Every step fires independently with its probability.
     jitter_max:        GCDR/VAT style: head box grown by k ~ U[0, jitter_max) (GCDR 0.1, VAT 0.2);
@@ -376,7 +376,7 @@ class AugmentConfig:
 
 
 def sample_crop_window(view: View, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """VAT / GCDR crop (§2.4): left ~ U(0, keep_left) (kept as is when negative: the crop then pads),
+    """VAT / GCDR crop (docs/official-code.md#gazefollow-augmentation-vat-gcdr): left ~ U(0, keep_left) (kept as is when negative: the crop then pads),
     top likewise, width ~ U(keep_right - left, W - left), height likewise. Rounded outward to whole
     pixels (floor / ceil), so the keep region always stays inside. Returns (x0, y0, x1, y1)."""
     frame_w, frame_h = view.size_wh
@@ -390,7 +390,7 @@ def sample_crop_window(view: View, rng: np.random.Generator) -> tuple[int, int, 
 
 
 def sample_crop_window_gazelle(view: View, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """Gaze-LLE crop (§2.6): integer sides, left ~ randint[0, int(keep_left)], right ~ randint[keep_right, W]
+    """Gaze-LLE crop (docs/official-code.md#gaze-lle-preprocessing): integer sides, left ~ randint[0, int(keep_left)], right ~ randint[keep_right, W]
     (keep_right rounded up rather than truncated, so no fraction of the head box is cut), top/bottom
     likewise; never leaves the frame. Returns (x0, y0, x1, y1)."""
     frame_w, frame_h = view.size_wh
@@ -404,7 +404,7 @@ def sample_crop_window_gazelle(view: View, rng: np.random.Generator) -> tuple[in
 
 def jitter_box_sides(box_xyxy_px: BoxXYXY, frame_wh: tuple[int, int], max_fraction: float,
                      rng: np.random.Generator) -> np.ndarray:
-    """Gaze-LLE box jitter (§2.6): each side moved by U(-max_fraction, max_fraction) x box width (x sides)
+    """Gaze-LLE box jitter (docs/official-code.md#gaze-lle-preprocessing): each side moved by U(-max_fraction, max_fraction) x box width (x sides)
     or height (y sides), then clamped to the frame. May shrink or grow. Returns [4] float64."""
     box = np.asarray(box_xyxy_px, np.float64)
     size = np.array([box[2] - box[0], box[3] - box[1]] * 2)
@@ -421,7 +421,7 @@ def _may_crop(view: View, cfg: AugmentConfig) -> bool:
 
 
 def augment_vat(view: View, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> View:
-    """VAT / GCDR train augmentation (§2.4), in order: head-box jitter (expansion by k ~ U[0, jitter_max)),
+    """VAT / GCDR train augmentation (docs/official-code.md#gazefollow-augmentation-vat-gcdr), in order: head-box jitter (expansion by k ~ U[0, jitter_max)),
     crop keeping head and gaze, horizontal flip, colour jitter (recorded in ``view.colour``)."""
     cfg = cfg or AugmentConfig()
     if rng.random() < cfg.jitter_prob:
@@ -437,7 +437,7 @@ def augment_vat(view: View, rng: np.random.Generator, cfg: AugmentConfig | None 
 
 
 def augment_gazelle(view: View, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> View:
-    """Gaze-LLE train augmentation (§2.6), in order: integer crop, flip, independent side jitter of the
+    """Gaze-LLE train augmentation (docs/official-code.md#gaze-lle-preprocessing), in order: integer crop, flip, independent side jitter of the
     head box (colour jitter only if ``cfg.colour_prob`` > 0; Gaze-LLE has none)."""
     cfg = cfg or AugmentConfig.gazelle()
     if rng.random() < cfg.crop_prob and _may_crop(view, cfg):

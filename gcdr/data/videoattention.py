@@ -1,4 +1,4 @@
-"""VideoAttentionTarget annotations -> PersonSample (one sample per frame per person; METHOD_FACTS 1.2, 1.3).
+"""VideoAttentionTarget annotations -> PersonSample (one sample per frame per person; docs/formats.md#videoattentiontarget).
 
 Layout under the dataset root::
 
@@ -44,7 +44,7 @@ InoutRule = Literal["vat", "gazelle"]
 TRACK_COLUMNS, BODY_COLUMNS, BODY_PRED_INOUT_COLUMNS = 7, 11, 12
 SMOOTHING_WINDOW = 11
 OUT_OF_FRAME_GAZE = (-1.0, -1.0)
-# GCDR's labeled shows (METHOD_FACTS 1.4); compared after normalise_show_name
+# GCDR's labeled shows (docs/formats.md#label-splits); compared after normalise_show_name
 GCDR_LABELED_SHOWS = ("Band of Brothers", "Modern Family", "Coveted", "Big Bang Theory")
 
 
@@ -181,7 +181,7 @@ def read_videoattention(annotations_dir: str | os.PathLike, images_dir: str | os
         if smooth_boxes:
             boxes = smooth_head_boxes(boxes)
         gaze_px, inout = gaze_inout(numbers[:, 4:6], inout_rule)  # [N, 2], [N]
-        gaze_norm = np.where(inout[:, None] == IN_FRAME, gaze_px / (width, height), gaze_px).astype(np.float32)
+        gaze_norm = np.where(inout[:, None] == IN_FRAME, gaze_px / (width, height), gaze_px)  # [N, 2] float64
         counts["in_frame"] += int((inout == IN_FRAME).sum())
         counts["out_of_frame"] += int((inout == OUT_OF_FRAME).sum())
         bodies = numbers[:, 6:10] if n_columns >= BODY_COLUMNS else None

@@ -28,7 +28,14 @@ from torch.utils.data import default_collate
 from gcdr.data import images, load_samples
 from gcdr.data.dataset import GazeDataset
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
-from gcdr.students.training import BatchStudent, StudentConfig, build_student, model_config, student_loss
+from gcdr.students.training import (
+    BatchStudent,
+    StudentConfig,
+    build_student,
+    model_config,
+    student_config,
+    student_loss,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +120,7 @@ def benchmark_students(cfg: dict[str, Any], *, variants: Sequence[str] = VARIANT
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown benchmark variants {sorted(unknown)}; choose from {VARIANTS}")
-    from gcdr.config import section
-
-    student = section(cfg, "student", StudentConfig)
+    student = student_config(cfg)
     if batch_size:
         # the step's cost does not depend on the batch's labeled share (no sampler here)
         student = dataclasses.replace(student, batch_size=batch_size, labeled_per_batch=None)

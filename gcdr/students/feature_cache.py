@@ -59,7 +59,11 @@ class FeatureCache:
             write_json_atomic(self.folder / "backbone.json", identity)
 
     def path(self, image_path: str) -> Path:
-        return self.folder / f"{hashlib.sha1(str(Path(image_path).absolute()).encode()).hexdigest()[:24]}.npy"
+        """The image's feature file: keyed by its path, size and modification time, so a regenerated image
+        (a new dataset written at the same path) never reads the old image's features."""
+        stat = Path(image_path).stat()
+        key = f"{Path(image_path).absolute()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.npy"
 
     def has(self, image_path: str) -> bool:
         return self.path(image_path).exists()

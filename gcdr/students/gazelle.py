@@ -1,5 +1,5 @@
 """Gaze-LLE (Ryan et al., CVPR 2025): a frozen DINOv2 and a small gaze decoder, key-compatible with the
-official decoder checkpoints (METHOD_FACTS 5).
+official decoder checkpoints (docs/official-code.md#gaze-lle).
 
     image [B, 3, 448, 448] -> frozen DINOv2 patch tokens [B, D, 32, 32]
       -> linear 1x1 (D -> 256) + fixed 2-D sinusoidal pos_embed
@@ -69,8 +69,68 @@ class Dinov2Backbone(nn.Module):
         return patches.transpose(1, 2).reshape(images.shape[0], self.hidden_size, rows, cols)  # [B, D, r, c]
 
 
+class BlipVisionBackbone(nn.Module):
+    """The frozen vision tower of a BLIP model (e.g. the SynthGaze VQA stand-in of ``make synth-vqa``) as a
+    Gaze-LLE backbone: Gaze-LLE's recipe is any frozen encoder pretrained elsewhere, and offline this one was
+    pretrained on an independent draw without a gaze point.
+
+    forward(images [B, 3, S, S] ImageNet-normalised, S = the tower's image size) -> [B, D, S / p, S / p]:
+    the images are re-normalised with the model's own processor mean / std, patch tokens after the final
+    layernorm, [CLS] dropped.
+    """
+
+    def __init__(self, vision_model: nn.Module, image_mean: Sequence[float], image_std: Sequence[float]):
+        super().__init__()
+        self.model = vision_model
+        self.hidden_size = int(vision_model.config.hidden_size)
+        self.patch_size = int(vision_model.config.patch_size)
+        self.image_size = int(vision_model.config.image_size)
+        from gcdr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        # x_blip = (x_imagenet * std_in + mean_in - mean_blip) / std_blip, per channel: one affine map
+        std_in, mean_in = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
+        std_out, mean_out = torch.tensor(image_std, dtype=torch.float32), torch.tensor(image_mean, dtype=torch.float32)
+        self.register_buffer("scale", (std_in / std_out).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((mean_in - mean_out) / std_out).view(1, 3, 1, 1), persistent=False)
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> BlipVisionBackbone:
+        """The vision tower of a local BLIP directory (``BlipForQuestionAnswering`` + its processor config)."""
+        from transformers import BlipForQuestionAnswering, BlipImageProcessor
+
+        model = BlipForQuestionAnswering.from_pretrained(str(path))
+        processor = BlipImageProcessor.from_pretrained(str(path))
+        return cls(model.vision_model, processor.image_mean, processor.image_std)
+
+    def train(self, mode: bool = True) -> BlipVisionBackbone:  # frozen
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise ValueError(f"the BLIP vision backbone takes {self.image_size} px images, got "
+                             f"{tuple(images.shape[-2:])}: set student.gazelle_input_size={self.image_size}")
+        rows = cols = self.image_size // self.patch_size
+        tokens = self.model(pixel_values=images * self.scale + self.shift).last_hidden_state  # [B, 1 + r*c, D]
+        patches = tokens[:, 1:]
+        return patches.transpose(1, 2).reshape(images.shape[0], self.hidden_size, rows, cols)  # [B, D, r, c]
+
+
+def load_backbone(name_or_path: str | Path) -> nn.Module:
+    """A frozen Gaze-LLE backbone: a local BLIP directory (its vision tower), else a DINOv2 hub id or directory."""
+    config_file = Path(name_or_path) / "config.json"
+    if config_file.is_file():
+        import json
+
+        if json.loads(config_file.read_text()).get("model_type") == "blip":
+            return BlipVisionBackbone.from_pretrained(name_or_path)
+    return Dinov2Backbone.from_pretrained(name_or_path)
+
+
 def sinusoidal_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
-    """Fixed 2-D sine/cosine embedding [dim, rows, cols] (METHOD_FACTS 5.1 step 3).
+    """Fixed 2-D sine/cosine embedding [dim, rows, cols] (docs/official-code.md#gaze-lle-forward-pass, step 3).
 
     First half of the channels encodes the column x, second half the row y; within a half, channel
     2i = sin(pos * w_i), 2i+1 = cos(pos * w_i) with w_i = 10000^(-2i / (dim / 2)).

@@ -4,7 +4,7 @@ pass / loss on a batch of ``GazeDataset`` items, the epoch batch sampler, and ch
 
 The loop itself lives in ``pipelines/train_student.py``.
 
-Targets per row (METHOD_FACTS 8.2, 8.5):
+Targets per row (docs/method.md#targets-per-row, #gaze-lle-as-student):
 - labeled rows: the ground-truth Gaussian (``target_heatmap_64``), counted when ``has_target``
   (labeled and in frame);
 - unlabeled rows: the pseudo-label map (``prior_heatmap_64``, cropped / flipped with the image), min-max
@@ -40,7 +40,7 @@ from torch.utils.data import Sampler
 from gcdr.atomic import atomic_path
 from gcdr.data.sample import IN_FRAME, PersonSample
 from gcdr.pseudolabels import PseudoLabelFolder
-from gcdr.students.gazelle import Dinov2Backbone, GazeLLE, gazelle_heatmap_bce_loss
+from gcdr.students.gazelle import GazeLLE, gazelle_heatmap_bce_loss, load_backbone
 from gcdr.students.vat import VATSpatial, heatmap_mse_loss, inout_bce_loss, load_vat_weights
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,12 @@ class StudentConfig:
     vat_zero_init_output: start VAT's last 1x1 conv at zero (see VATSpatial); for short runs from scratch.
     init_weights:      optional weights: VAT file (e.g. initial_weights_for_spatial_training.pt, name+shape
                        matching) or a Gaze-LLE decoder checkpoint (non-strict intersection).
-    gazelle_backbone:  DINOv2 hub id (facebook/dinov2-base, -large), a local transformers directory, or
+    gazelle_backbone:  DINOv2 hub id (facebook/dinov2-base, -large), a local transformers directory, "vqa" =
+                       the vision tower of ``vqa.model`` (resolved by the training stage), a local
+                       BLIP directory (its frozen vision tower, e.g. the SynthGaze VQA stand-in: pretrained on an
+                       independent draw without gaze points; gazelle_input_size = its image size), or
                        "tiny-dinov2" = a seeded random tiny DINOv2 built from a Dinov2Config and saved under
-                       <out_root>/models/tiny-dinov2 (offline demos; its features are untrained).
+                       <out_root>/models/tiny-dinov2 (untrained features; tests only).
     gazelle_input_size: 448 = Gaze-LLE (32x32 tokens); 224 gives 16x16 tokens (CPU demo).
     gazelle_inout:     add the in/out token and head.
     gazelle_dim, gazelle_layers, gazelle_heads: decoder width / depth / heads; 256 / 3 / 8 = Gaze-LLE (and
@@ -168,6 +171,19 @@ class StudentConfig:
 
 # ------------------------------------------------------------------------------------------ building
 
+VQA_BACKBONE = "vqa"  # gazelle_backbone value: the frozen vision tower of the config's vqa.model
+
+
+def student_config(cfg: dict[str, Any]) -> StudentConfig:
+    """The ``student:`` section of a whole config, ``gazelle_backbone: vqa`` resolved to ``vqa.model``."""
+    from gcdr.config import section
+
+    student = section(cfg, "student", StudentConfig)
+    if student.gazelle_backbone == VQA_BACKBONE:
+        student = dataclasses.replace(student, gazelle_backbone=str((cfg.get("vqa") or {}).get("model")))
+    return student
+
+
 def model_config(cfg: StudentConfig, out_root: str | Path | None = None) -> dict[str, Any]:
     """What a checkpoint stores to rebuild its student (a plain JSON-able dict)."""
     if cfg.model == "vat":
@@ -187,7 +203,7 @@ def build_student(config: dict[str, Any]) -> nn.Module:
         return VATSpatial(config["backbone"], width=config.get("width"), input_size=config.get("input_size", 224),
                           zero_init_output=config.get("zero_init_output", False))
     if config["model"] == "gazelle":
-        backbone = Dinov2Backbone.from_pretrained(config["backbone"])
+        backbone = load_backbone(config["backbone"])
         return GazeLLE(backbone, inout=config.get("inout", False), input_size=config.get("input_size", 448),
                        dim=config.get("dim", 256), num_layers=config.get("num_layers", 3),
                        num_heads=config.get("num_heads", 8))
@@ -246,7 +262,10 @@ def load_student(path: str | Path, map_location: str | torch.device = "cpu") -> 
     """Rebuild a student from a checkpoint of :func:`save_checkpoint`; returns (model in eval mode, checkpoint).
 
     Loads strictly (Gaze-LLE: every non-backbone key must be there)."""
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    from gcdr.checkpoints import load_torch_file
+
+    checkpoint = load_torch_file(path, map_location=map_location, weights_only=False,
+                                 hint="delete it and rerun train-student")
     if "model_config" not in checkpoint:
         raise ValueError(f"{path}: not a gcdr student checkpoint (no model_config); official weights load "
                          "through student.init_weights")
@@ -489,7 +508,7 @@ def dataset_for_student(samples: Sequence[PersonSample], config: dict[str, Any],
                         dataset_format: str = "gazefollow"):
     """An evaluation GazeDataset (no augmentation) in the input style of a student's model config.
 
-    VAT-style head boxes are enlarged by 10 % for GazeFollow-format data only (METHOD_FACTS 2.2 / appendix 1).
+    VAT-style head boxes are enlarged by 10 % for GazeFollow-format data only (docs/official-code.md#head-box-enlargement-and-head-channel).
     """
     from gcdr.data.dataset import GazeDataset
 

@@ -3,7 +3,7 @@
 Two ResNet pathways (scene + head channel, face crop), a head-position-conditioned spatial attention
 over the scene map, and two heads on the fused 7x7 feature: a deconvolution heatmap head (raw values,
 no sigmoid, trained by MSE x 10000 toward a [0, 1] Gaussian) and an in/out logit head
-(METHOD_FACTS 4.1-4.5). State-dict keys are exactly VAT's (``conv1_scene``, ``layer1_scene.0.conv1`` ...
+(docs/official-code.md#vat-spatial-model). State-dict keys are exactly VAT's (``conv1_scene``, ``layer1_scene.0.conv1`` ...
 ``attn``, ``compress_conv1`` ... ``conv4``), so ``initial_weights_for_spatial_training.pt`` and
 ``model_gazefollow.pt`` load by name; the GCDR diffusion teacher holds a :class:`VATEncoder` as
 ``feat_extractor`` (keys ``feat_extractor.conv1_scene.weight`` ...).
@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from gcdr.checkpoints import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +216,7 @@ def heatmap_mse_loss(pred_64: torch.Tensor, target_64: torch.Tensor, mask: torch
     pred_64, target_64: [B, 64, 64]; mask: [B] bool (rows that count; None = all); weight: [B] per-row
     weight (e.g. pseudo-label weight), applied inside the sum. Returns the scalar
     amp * sum_mask(w_i * mse_i) / #mask (0 with a graph when the mask is empty). Rows are selected,
-    not multiplied by 0, so a NaN in an excluded target cannot leak in (METHOD_FACTS 8.3).
+    not multiplied by 0, so a NaN in an excluded target cannot leak in (docs/method.md#losses).
     """
     per_sample = (pred_64.float() - target_64.float()).pow(2).flatten(1).mean(1)  # [B]
     return masked_row_mean(per_sample, mask, weight) * amp_factor
@@ -224,7 +226,7 @@ def masked_row_mean(per_sample: torch.Tensor, mask: torch.Tensor | None = None,
                     weight: torch.Tensor | None = None) -> torch.Tensor:
     """sum_mask(w_i * loss_i) / #mask over rows [B]; 0 (with a graph) when no row counts.
 
-    Rows are selected, not multiplied by 0, so a NaN in an excluded row cannot leak in (METHOD_FACTS 8.3).
+    Rows are selected, not multiplied by 0, so a NaN in an excluded row cannot leak in (docs/method.md#losses).
     """
     mask = torch.ones_like(per_sample, dtype=torch.bool) if mask is None else mask.bool()
     if weight is not None:
@@ -253,7 +255,8 @@ class LoadReport(NamedTuple):
 def read_state_dict(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict from a file or a mapping; unwraps ``{'model': sd}`` / ``{'state_dict': sd}``, strips ``module.``."""
     if isinstance(path_or_state_dict, (str, Path)):
-        state = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
+        state = load_torch_file(path_or_state_dict, map_location="cpu", weights_only=True,
+                                hint="download or copy the weights file again")
     else:
         state = path_or_state_dict
     for wrapper in ("state_dict", "model"):

@@ -2,7 +2,7 @@
 
     model.py         GazeDiffusionTeacher: VAT encoder -> context pyramid -> diffusers U-Net predicting x0
     diffusion.py     schedulers (diffusers DDPM / DDIM), noising, DDIM sampling, refine_heatmaps
-    mean_teacher.py  EMA teacher, consistency loss, two-stream batches (METHOD_FACTS 7)
+    mean_teacher.py  EMA teacher, consistency loss, two-stream batches (docs/method.md#mean-teacher)
     config.py        the ``teacher:`` and ``refine:`` config sections
     benchmark.py     refined persons / second (make bench)
 

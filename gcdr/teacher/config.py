@@ -1,7 +1,7 @@
 """The two config sections of stage 2: ``teacher:`` (make train-teacher) and ``refine:`` (make refine).
 
 Defaults are the small CPU settings of ``configs/synthgaze.yaml``. The official GCDR teacher
-(METHOD_FACTS 6.1-6.6) is::
+(docs/official-code.md#u-net-sizes, docs/method.md#stage-2-diffusion-teacher) is::
 
     teacher:
       encoder: resnet50                  # VAT-compatible; initial_weights_for_spatial_training.pt loads
@@ -10,7 +10,8 @@ Defaults are the small CPU settings of ``configs/synthgaze.yaml``. The official 
       unet_channels: 64
       channel_mult: [1, 2, 3, 4]         # 64 / 128 / 192 / 256 channels at 64 / 32 / 16 / 8 pixels
       attention_levels: [2, 3]
-      attention_head_dim: 64             # official: 4 heads per level (see TeacherModelConfig)
+      attention_head_dim: null
+      attention_heads: 4                 # official num_heads: 4 heads in every attention layer (48 / 64 wide)
       norm_groups: 32
       lr: 0.00005
       batch_size: 48
@@ -40,7 +41,8 @@ class TeacherConfig:
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # official [1, 2, 3, 4]
     layers_per_block: int = 2              # ResBlocks per level on the way down (official num_res_blocks 2)
     attention_levels: list[int] = field(default_factory=lambda: [3])  # official [2, 3]: 16x16 and 8x8
-    attention_head_dim: int = 8            # channels per attention head (official config: 64)
+    attention_head_dim: int | None = 8     # channels per head (diffusers' rule); unused with attention_heads
+    attention_heads: int | None = None     # heads per attention layer (GCDR num_heads, official 4)
     norm_groups: int = 4                   # GroupNorm groups (official 32)
     num_train_timesteps: int = 500
     beta_start: float = 2e-4
@@ -56,7 +58,7 @@ class TeacherConfig:
     cpu_threads: int | None = None         # torch threads on a CPU (None = torch's default; 1 on a shared box)
     seed: int = 0
 
-    # mean teacher (METHOD_FACTS 7); on with mean_teacher: true (make train-teacher MEAN_TEACHER=1)
+    # mean teacher (docs/method.md#mean-teacher); on with mean_teacher: true (make train-teacher MEAN_TEACHER=1)
     mean_teacher: bool = False
     labeled_batch_size: int = 8            # labeled rows per batch; the rest of batch_size is unlabeled
     ema_decay: float = 0.99
@@ -78,8 +80,9 @@ class TeacherConfig:
             encoder=self.encoder, encoder_width=self.encoder_width, unet_channels=self.unet_channels,
             channel_mult=tuple(self.channel_mult), layers_per_block=self.layers_per_block,
             attention_levels=tuple(self.attention_levels), attention_head_dim=self.attention_head_dim,
-            norm_groups=self.norm_groups, num_train_timesteps=self.num_train_timesteps,
-            beta_start=self.beta_start, beta_end=self.beta_end, scale=self.scale,
+            attention_heads=self.attention_heads, norm_groups=self.norm_groups,
+            num_train_timesteps=self.num_train_timesteps, beta_start=self.beta_start, beta_end=self.beta_end,
+            scale=self.scale,
         )
 
 

@@ -2,7 +2,7 @@
 
 Spaces. Heatmaps live in [0, 1]; the diffusion state lives in the scaled space x_s = (2 x - 1) * scale
 (scale 2, so [-2, 2]); the network always sees ``network_input(x_s) = (clamp(x_s, -2, 2) / 2 + 1) / 2``
-in [0, 1] and predicts the clean heatmap x0 in [0, 1] (METHOD_FACTS 6.5, 6.6).
+in [0, 1] and predicts the clean heatmap x0 in [0, 1] (docs/method.md#noise-schedule).
 
 Schedulers. Training noise uses ``DDPMScheduler`` (500 steps, linear betas 2e-4..4e-2,
 prediction_type "sample", clip_sample False) and its ``add_noise``; sampling uses the ``alphas_cumprod``
@@ -21,7 +21,7 @@ stock stride is right (full-length "trailing" sampling: 499, 449, ..., 49).
 
 Sampler semantics (``semantics=``):
 
-``"intended"`` (default, METHOD_FACTS 6.7 "Intended semantics"):
+``"intended"`` (default, docs/method.md#intended-vs-as-coded-sampler):
   - start: x_s = add_noise(scaled map, eps, tau_max) where tau_max = S * c - 1 is the first DDIM
     timestep (= N - 1 when S divides N), or pure noise eps when N is the number of training steps;
   - each step: x0 = net(network_input(x_s), tau); x0_s = (2 x0 - 1) * scale;
@@ -91,7 +91,7 @@ def q_sample(scheduler: DDPMScheduler | DDIMScheduler, heatmap_01: torch.Tensor,
 def training_inputs(scheduler: DDPMScheduler, target_heatmap_64: torch.Tensor, scale: float,
                     pure_noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None,
                     noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network inputs of one training step (METHOD_FACTS 6.5, 6.6).
+    """The network inputs of one training step (docs/method.md#prediction-target-and-training-loss).
 
     Each row's target [B, 64, 64] in [0, 1] is noised to its timestep (default uniform over 0..T-1) with
     ``noise`` (default N(0, I)) in the scaled space; rows flagged in ``pure_noise`` [B] bool (the mean
@@ -115,7 +115,7 @@ def training_inputs(scheduler: DDPMScheduler, target_heatmap_64: torch.Tensor, s
 
 # -------------------------------------------------------------------------------------------- DDIM
 def refine_timesteps(denoise_steps: int, inference_steps: int) -> list[int]:
-    """GCDR's DDIM timesteps, descending: c = N // S; [S c - 1, ..., 2 c - 1, c - 1] (METHOD_FACTS 6.7).
+    """GCDR's DDIM timesteps, descending: c = N // S; [S c - 1, ..., 2 c - 1, c - 1] (docs/method.md#ddim-timesteps).
 
     (250, 2) -> [249, 124]; (200, 2) -> [199, 99]; (500, 10) -> [499, 449, ..., 49]. S is capped at N;
     N = 0 gives [].
@@ -216,7 +216,7 @@ def ddim_sample(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, context: 
 
 def _as_coded_step(scheduler: DDIMScheduler, x_scaled: torch.Tensor, x0_01: torch.Tensor, scale: float,
                    timestep: int, prev_timestep: int, eta: float, noise: torch.Tensor) -> torch.Tensor:
-    """The released GCDR update: eps from the scaled x and the UNSCALED x0 (METHOD_FACTS 6.7 step 4)."""
+    """The released GCDR update: eps from the scaled x and the UNSCALED x0 (docs/method.md#intended-vs-as-coded-sampler)."""
     alpha_t = scheduler.alphas_cumprod[timestep]
     alpha_prev = scheduler.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else scheduler.final_alpha_cumprod
     eps_hat = ((1 / alpha_t).sqrt() * x_scaled - x0_01) / (1 / alpha_t - 1).sqrt()
@@ -236,7 +236,7 @@ def refine_heatmaps(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, conte
                     prior_heatmap_64: torch.Tensor, denoise_steps: int, inference_steps: int,
                     noises: Sequence[SamplingNoise], eta: float = 1.0,
                     semantics: str = "intended") -> tuple[torch.Tensor, torch.Tensor]:
-    """GCDR refinement (METHOD_FACTS 6.8): noise each map to ``denoise_steps``, DDIM back to 0, average.
+    """GCDR refinement (docs/method.md#refinement): noise each map to ``denoise_steps``, DDIM back to 0, average.
 
     context: ``model.encode`` of the persons' (scene, head channel, face); prior_heatmap_64: [B, 64, 64]
     maps (normalised to [0, 1] here); noises: one SamplingNoise per averaged draw (``noise_for_samples``;

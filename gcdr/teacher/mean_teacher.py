@@ -1,4 +1,4 @@
-"""GCDR's mean teacher for the diffusion model (METHOD_FACTS 7): EMA weights, consistency, two-stream batches.
+"""GCDR's mean teacher for the diffusion model (docs/method.md#mean-teacher): EMA weights, consistency, two-stream batches.
 
 The student is trained; the teacher is an exponential moving average of the student's parameters
 (BatchNorm statistics are not averaged). The teacher's DDIM prediction from pure noise supervises the
@@ -78,7 +78,7 @@ class TwoStreamBatchSampler(Sampler[list[int]]):
     """Batches of ``batch_size - labeled_batch_size`` unlabeled indices then ``labeled_batch_size`` labeled ones.
 
     One shuffled pass over the unlabeled indices per epoch (the last incomplete batch is dropped); the
-    labeled indices are reshuffled and cycled as long as needed (METHOD_FACTS 7, GCDR's sampler).
+    labeled indices are reshuffled and cycled as long as needed (docs/method.md#mean-teacher, GCDR's sampler).
     ``set_epoch`` reseeds the shuffle so a resumed run replays the same order.
     """
 

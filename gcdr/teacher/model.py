@@ -1,6 +1,6 @@
 """The GCDR diffusion teacher: a VAT encoder, a context pyramid and a diffusers U-Net that predicts x0.
 
-Layout (METHOD_FACTS 6.1-6.4)::
+Layout (docs/official-code.md#gcdr-diffusion-teacher)::
 
     scene [B,3,224,224] + head channel [B,1,224,224], face [B,3,224,224]
       -> feat_extractor (VATEncoder)                    [B, C_enc, 7, 7]   (2048 for resnet50)
@@ -13,7 +13,7 @@ Layout (METHOD_FACTS 6.1-6.4)::
 with ch = unet_channels x channel_mult (official 64 x (1, 2, 3, 4) = 64/128/192/256).
 
 How the context reaches the U-Net (the design choice): GCDR adds c_l inside EVERY ResBlock of level l,
-right after the block's first convolution, together with the time embedding (6.3): the 8 ResBlocks on
+right after the block's first convolution, together with the time embedding (docs/method.md#teacher-inputs-and-conditioning): the 8 ResBlocks on
 the way down, the 2 of the middle block and the 12 on the way up. diffusers has no argument for a
 spatial per-block conditioning, so ``GazeDiffusionTeacher`` registers a forward hook on the
 ``conv1`` of every ``ResnetBlock2D`` that adds the context map of that block's level (the hook is bound to
@@ -29,10 +29,17 @@ Consequence: call the U-Net only through :meth:`GazeDiffusionTeacher.denoise` / 
 call raises, it has no context), and the hooks are not safe for two concurrent forwards of one module
 from two threads.
 
-Differences from the official U-Net that remain: diffusers' attention takes one head width
-(``attention_head_dim``) for all levels where GCDR fixes 4 heads per level (64 at the 192-channel level
-gives 3 heads instead of 4; parameter counts are unaffected); the zero initialisation of each ResBlock's
-last conv, each attention output projection and the output conv is reproduced.
+Attention heads: GCDR's ``UNetModel`` fixes the NUMBER of heads (``num_heads`` 4, no fixed head width), so
+every attention layer has 4 heads: 48 channels each at the 192-channel level, 64 at the 256-channel level
+and in the middle block. diffusers' ``UNet2DModel`` instead fixes the head WIDTH (``attention_head_dim``,
+one value for all levels), which with 64 gives 3 heads at 192 channels. ``attention_heads`` (set by
+``TeacherModelConfig.official()`` and configs/gazefollow.yaml) reproduces GCDR: the U-Net is built with one
+full-width head per layer and every attention layer is then switched to that many heads (the q/k/v/out
+projections are ``channels x channels`` either way, so the parameters are the same; only the split of the
+dot products changes). Left at None (the demo configs), ``attention_head_dim`` decides as before. GCDR's
+"legacy" head order (heads split before q/k/v inside one 1-D conv) is a permutation of the same weights.
+The zero initialisation of each ResBlock's last conv, each attention output projection and the output
+conv is reproduced.
 """
 
 from __future__ import annotations
@@ -50,10 +57,11 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from gcdr.atomic import atomic_path, write_json_atomic
+from gcdr.checkpoints import CheckpointError, load_safetensors_file
 from gcdr.students.vat import LoadReport, VATEncoder, load_vat_weights
 
 log = logging.getLogger(__name__)
@@ -74,7 +82,10 @@ class TeacherModelConfig:
     channel_mult:       one entry per level; level l works at heatmap_size / 2**l pixels.
     layers_per_block:   ResBlocks per level on the way down (the way up has one more).
     attention_levels:   levels with self-attention after each ResBlock (the middle block always has one).
-    attention_head_dim: channels per attention head.
+    attention_head_dim: channels per attention head (diffusers' rule: heads = level channels // it; None =
+                        one head per layer). Ignored when ``attention_heads`` is set.
+    attention_heads:    heads per attention layer at every level, GCDR's ``num_heads`` (official 4: 48-channel
+                        heads at 192 channels, 64 at 256); None = heads from ``attention_head_dim``.
     norm_groups:        GroupNorm groups (must divide every level's width).
     num_train_timesteps, beta_start, beta_end: linear beta schedule (GCDR: 500, 2e-4, 4e-2).
     scale:              heatmaps in [0, 1] map to [-scale, scale] in the diffusion space (GCDR: 2).
@@ -86,13 +97,14 @@ class TeacherModelConfig:
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     layers_per_block: int = 2
     attention_levels: tuple[int, ...] = (3,)
-    attention_head_dim: int = 8
+    attention_head_dim: int | None = 8
     norm_groups: int = 4
     heatmap_size: int = 64
     num_train_timesteps: int = 500
     beta_start: float = 2e-4
     beta_end: float = 4e-2
     scale: float = 2.0
+    attention_heads: int | None = None  # absent from configs saved before it existed: None, as then
 
     def __post_init__(self) -> None:
         if self.encoder == "resnet50" and self.encoder_width is not None:
@@ -105,16 +117,28 @@ class TeacherModelConfig:
         for width in self.level_channels:
             if width % self.norm_groups:
                 raise ValueError(f"norm_groups {self.norm_groups} does not divide level width {width}")
+        if self.attention_heads is not None:
+            self.attention_heads = int(self.attention_heads)
+            for width in self.attention_channels:
+                if self.attention_heads < 1 or width % self.attention_heads:
+                    raise ValueError(f"attention_heads {self.attention_heads} does not divide attention "
+                                     f"width {width}")
 
     @classmethod
     def official(cls) -> TeacherModelConfig:
-        """The GCDR configuration (79.23 M parameters, METHOD_FACTS 6.4)."""
+        """The GCDR configuration (79.23 M parameters, docs/official-code.md#u-net-sizes)."""
         return cls(encoder="resnet50", encoder_width=None, unet_channels=64, channel_mult=(1, 2, 3, 4),
-                   attention_levels=(2, 3), attention_head_dim=64, norm_groups=32)
+                   attention_levels=(2, 3), attention_head_dim=None, attention_heads=4, norm_groups=32)
 
     @property
     def level_channels(self) -> tuple[int, ...]:
         return tuple(self.unet_channels * m for m in self.channel_mult)
+
+    @property
+    def attention_channels(self) -> tuple[int, ...]:
+        """Widths of the attention layers: the attention levels' and the middle block's (the last level)."""
+        channels = self.level_channels
+        return tuple(sorted({channels[level] for level in self.attention_levels} | {channels[-1]}))
 
     @property
     def level_sizes(self) -> tuple[int, ...]:
@@ -128,10 +152,14 @@ def _build_unet(config: TeacherModelConfig) -> UNet2DModel:
     unet = UNet2DModel(
         sample_size=config.heatmap_size, in_channels=1, out_channels=1,
         block_out_channels=config.level_channels, down_block_types=down, up_block_types=up,
-        layers_per_block=config.layers_per_block, attention_head_dim=config.attention_head_dim,
+        layers_per_block=config.layers_per_block,
+        # fixed head count: full-width single-head layers (q/k/v/out channels x channels), split below
+        attention_head_dim=config.attention_head_dim if config.attention_heads is None else None,
         norm_num_groups=config.norm_groups, flip_sin_to_cos=True, freq_shift=0,  # GCDR's [cos | sin] embedding
         downsample_type="conv", upsample_type="conv", dropout=0.0,
     )
+    if config.attention_heads is not None:
+        _set_attention_heads(unet, config.attention_heads)
     # GCDR zero-initialises each ResBlock's last conv, each attention output and the output conv
     for module in unet.modules():
         if isinstance(module, ResnetBlock2D):
@@ -143,6 +171,25 @@ def _build_unet(config: TeacherModelConfig) -> UNet2DModel:
     nn.init.zeros_(unet.conv_out.weight)
     nn.init.zeros_(unet.conv_out.bias)
     return unet
+
+
+def _set_attention_heads(unet: UNet2DModel, heads: int) -> None:
+    """Give every attention layer ``heads`` heads of width channels / heads (GCDR's fixed ``num_heads``).
+
+    The layers' projections are channels x channels whatever the split, so only the attributes the attention
+    processors read change: ``heads`` (query/key/value are viewed as [B, heads, L, channels / heads]),
+    ``scale`` (1 / sqrt(head width), used by the non-SDPA processors; SDPA derives it from the head width)
+    and ``sliceable_head_dim`` (attention slicing).
+    """
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            if module.inner_dim % heads:
+                raise ValueError(f"{heads} heads do not divide an attention layer of {module.inner_dim} "
+                                 "channels")
+            module.heads = heads
+            module.sliceable_head_dim = heads
+            if module.scale_qk:
+                module.scale = (module.inner_dim // heads) ** -0.5
 
 
 def _resblock_levels(unet: UNet2DModel) -> list[tuple[ResnetBlock2D, int]]:
@@ -266,12 +313,20 @@ class GazeDiffusionTeacher(nn.Module):
         if not config_path.is_file() or not weights_path.is_file():
             raise FileNotFoundError(f"not a teacher model directory (need {CONFIG_FILE} and {WEIGHTS_FILE}): "
                                     f"{directory}")
-        values = json.loads(config_path.read_text())
-        if values.pop("model_class", MODEL_CLASS) != MODEL_CLASS:
+        hint = "delete the folder and rerun train-teacher (or pass --restart)"
+        try:
+            values = json.loads(config_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"{config_path} is damaged or not JSON ({error}); {hint}") from error
+        if not isinstance(values, dict) or values.pop("model_class", MODEL_CLASS) != MODEL_CLASS:
             raise ValueError(f"{config_path} does not describe a {MODEL_CLASS}")
         model = cls(TeacherModelConfig(**values))
-        state = load_file(str(weights_path), device=str(map_location))
-        model.load_state_dict(state, strict=True)
+        state = load_safetensors_file(weights_path, device=map_location, hint=hint)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"{weights_path} does not fit {config_path} ({str(error).splitlines()[0]}); "
+                                  f"{hint}") from error
         return model
 
     def parameter_counts(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Grad-CAM of a BLIP VQA answer: where in the image the model finds the thing it names (GCDR, METHOD_FACTS 9.3-9.4).
+"""Grad-CAM of a BLIP VQA answer: where in the image the model finds the thing it names (GCDR, docs/method.md#grad-cam-map).
 
 Target (both families): the score of the key-noun token under teacher forcing. The answer decoder reads
 [BOS] + answer tokens; the logits at position ``step`` predict answer token ``step`` (the key noun's sub-token),

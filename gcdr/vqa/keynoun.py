@@ -1,6 +1,6 @@
 """The answer word Grad-CAM explains: the "key noun" of a VQA answer, and its sub-word token.
 
-GCDR (METHOD_FACTS 9.3) POS-tags the answer with spaCy ``en_core_web_sm``, takes the first run of consecutive
+GCDR (docs/method.md#key-noun) POS-tags the answer with spaCy ``en_core_web_sm``, takes the first run of consecutive
 NOUN / PROPN / PRON tokens and explains the LAST word of that run ("tennis racket" -> "racket").
 
 Taggers:

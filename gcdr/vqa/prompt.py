@@ -1,4 +1,4 @@
-"""Asking the VQA model about one person (GCDR, METHOD_FACTS 9.2): a green box drawn on the full image + a question.
+"""Asking the VQA model about one person (GCDR, docs/method.md#marking-the-person): a green box drawn on the full image + a question.
 
 Every person of a multi-person image gets its own drawing (and so its own answer and map).
 GCDR draws the body box with thickness 2 (on ~640 px GazeFollow images); here the line width scales with the

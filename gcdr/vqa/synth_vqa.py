@@ -11,15 +11,21 @@ Which persons it learns from (``synth_vqa.source``):
                 pseudo-labels (an upper bound, for ablations only; a warning says so).
 Answers: the target object's name from the meta column (``synth:target=cup`` -> "cup"). Out-of-frame persons
 (``synth:target=none``) are skipped: their honest answer would be "nothing", which has no location to explain,
-and GCDR drops out-of-frame persons from pseudo-labelling anyway (METHOD_FACTS 8.3).
+and GCDR drops out-of-frame persons from pseudo-labelling anyway (docs/method.md#out-of-frame-persons).
 Prompts are built by the same code as stage 1 (gcdr.vqa.prompt), so training and Grad-CAM see the same inputs.
-Learning from the answers alone is far too slow for a from-scratch ViT on a CPU budget (the model stays at the
-answer prior for 800+ steps), so the training persons' gaze points also supervise the text encoder's
-cross-attention (``attention_weight``; gcdr.vqa.train): the stand-in model learns where to look from the
-independent draw, and stage 1 then reads that learned, imperfect attention through Grad-CAM.
-With ``head_attention_weight > 0`` the layer before the supervised one is also pulled towards the asking
-person's head (its head box centre): the shared question cannot tell the first cross-attention where to look, so
-the model first reads the person's head (position and face direction), then looks along the gaze (gcdr.vqa.train).
+What it is supervised with (``synth_vqa.supervision``):
+  ``grounding`` (default, honest) what a VQA model pretrained on image-text data learns, and nothing more:
+                the answer of the gaze question (the looked-at object's name), and "where is the <name>?"
+                questions on the plain image whose cross-attention is pulled towards every object of that
+                name (object boxes from the draw's objects file: region-text grounding, as detection and
+                grounding data teach BLIP-like models), plus, for the gaze question, the layer before the
+                read-out layer towards the green-boxed person's head (the box the question refers to). No gaze
+                point of any person is read: the map stage 1 reads from the gaze question carries gaze
+                information only through the answer, as BLIP's does.
+  ``gaze``      (the earlier stand-in, kept for comparison) the read-out layer's cross-attention of the gaze
+                question is pulled towards each training person's gaze point: the VQA model is taught where
+                persons look, which a model pretrained on captions never is.
+Training runs a fixed number of steps (epochs x batches): the same seed gives the same model on any machine.
 Accuracy = exact match of the greedy answer on the in-frame persons of the SynthGaze test split.
 """
 
@@ -52,6 +58,8 @@ from gcdr.vqa.train import VqaExamples, answer_accuracy, preprocess_images, trai
 log = logging.getLogger(__name__)
 
 SOURCES = ("independent", "labeled", "train")
+SUPERVISIONS = ("grounding", "gaze")
+GROUNDING_QUESTION = "where is the {}?"
 POSITION_INITS = ("random", "sincos")
 SINCOS_SD = 0.3  # sd of the sine-cosine position embeddings: about that of the initial patch embeddings
 INDEPENDENT_SEED_OFFSET = 1000
@@ -65,7 +73,8 @@ class SynthVqaConfig:
     epochs, batch_size, lr, seed: training; image_size: square BLIP input in pixels; patch_size: ViT patch
     (Grad-CAM grid = image_size // patch_size); hidden_size, vision_layers, text_layers, heads: architecture.
     source: ``independent`` | ``labeled`` | ``train`` (see the module docstring); persons: size of the
-    independent draw; max_minutes: wall-clock cap on training (stops early, logged); label_smoothing: of the
+    independent draw; supervision: ``grounding`` | ``gaze`` (module docstring); grounding_per_image: "where is
+    the <name>?" questions per image of the draw (distinct names, grounding only); label_smoothing: of the
     answer loss (keeps answer probabilities below 1, where Grad-CAM's gradients would vanish); attention_weight:
     weight of the attention supervision of the text encoder's cross-attention layer ``gradcam.layer`` towards the
     training persons' gaze points (0 = answers only; see gcdr.vqa.train); attention_sigma: sd of its Gaussian
@@ -87,7 +96,8 @@ class SynthVqaConfig:
     heads: int = 4
     source: str = "independent"
     persons: int = 3000
-    max_minutes: float = 10.0
+    supervision: str = "grounding"
+    grounding_per_image: int = 2
     label_smoothing: float = 0.1
     attention_weight: float = 2.0
     attention_sigma: float = 1.0
@@ -97,6 +107,10 @@ class SynthVqaConfig:
     def __post_init__(self) -> None:
         if self.position_init not in POSITION_INITS:
             raise ValueError(f"synth_vqa.position_init = {self.position_init!r}; choose one of {list(POSITION_INITS)}")
+        if self.supervision not in SUPERVISIONS:
+            raise ValueError(f"synth_vqa.supervision = {self.supervision!r}; choose one of {list(SUPERVISIONS)}")
+        if self.grounding_per_image < 0:
+            raise ValueError(f"synth_vqa.grounding_per_image must be >= 0, got {self.grounding_per_image}")
         if self.source not in SOURCES:
             raise ValueError(f"synth_vqa.source = {self.source!r}; choose one of {list(SOURCES)}")
         if self.image_size % self.patch_size:
@@ -137,17 +151,25 @@ def answer_of(sample: PersonSample) -> str | None:
     return target_name(sample.meta)
 
 
-def build_examples(samples: Sequence[PersonSample], processor, vqa_cfg: VqaConfig,
-                   progress: bool = True) -> tuple[VqaExamples, list[PersonSample]]:
-    """Prompt images (box drawn as in stage 1) + question + answer (+ gaze point and head-box centre) for every
-    sample with an answer.
+def build_examples(samples: Sequence[PersonSample], processor, vqa_cfg: VqaConfig, progress: bool = True,
+                   supervision: str = "grounding", objects: dict[str, list] | None = None,
+                   grounding_per_image: int = 2, seed: int = 0) -> tuple[VqaExamples, list[PersonSample]]:
+    """The training or test examples of the SynthGaze VQA model.
 
-    Returns the examples and the samples kept (same order).
+    Every sample with an answer gives a gaze question (its box drawn as in stage 1, the answer its target's
+    name, the head-box centre for the head-attention supervision; with ``supervision="gaze"`` also its mean gaze
+    point as attention target, else none). With ``supervision="grounding"`` and ``objects`` (image path ->
+    [(name, box_xyxy_px), ...], keyed by resolved paths), every image also gives up to ``grounding_per_image`` "where is the <name>?"
+    questions on the plain image, answered by the name, whose attention targets are the box centres of every
+    object of that name. Gaze points are read only with ``supervision="gaze"``.
+    Returns the examples and the samples with an answer (same order as their gaze questions, which come first).
     """
     from gcdr.data.images import load_image_rgb
 
+    if supervision not in SUPERVISIONS:
+        raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
     kept = [s for s in samples if answer_of(s) is not None]
-    images, questions, head_points = [], [], []
+    images, questions, answers, head_points, target_points = [], [], [], [], []
     cache: dict[str, np.ndarray] = {}
     for sample in tqdm(kept, desc="prompts", unit="person", disable=not progress):
         if sample.image_path not in cache:
@@ -156,38 +178,67 @@ def build_examples(samples: Sequence[PersonSample], processor, vqa_cfg: VqaConfi
                                vqa_cfg.mark)
         images.append(prompt.image_rgb)
         questions.append(prompt.question)
+        answers.append(answer_of(sample))
         height, width = prompt.image_rgb.shape[:2]
         x1, y1, x2, y2 = sample.head_box_xyxy_px
         head_points.append(((x1 + x2) / 2 / width, (y1 + y2) / 2 / height))
+        target_points.append([tuple(sample.mean_gaze_point_norm)] if supervision == "gaze" else [])
+    if supervision == "grounding" and objects and grounding_per_image > 0:
+        images_in_order = list(dict.fromkeys(s.image_path for s in samples))
+        for image_index, image_path in enumerate(tqdm(images_in_order, desc="grounding", unit="image",
+                                                      disable=not progress)):
+            drawn = objects.get(str(Path(image_path).resolve()), [])
+            names = sorted({name for name, _ in drawn})
+            if not names:
+                continue
+            image = load_image_rgb(image_path)
+            height, width = image.shape[:2]
+            rng = np.random.default_rng([seed, image_index])  # not the path: the same draw wherever the repo is
+            for name in rng.permutation(names)[:grounding_per_image].tolist():
+                images.append(image)
+                questions.append(GROUNDING_QUESTION.format(name))
+                answers.append(name)
+                head_points.append((math.nan, math.nan))
+                target_points.append([((b[0] + b[2]) / 2 / width, (b[1] + b[3]) / 2 / height)
+                                      for n, b in drawn if n == name])
     pixels = preprocess_images(processor, images) if images else None
-    points = torch.tensor(np.stack([s.mean_gaze_point_norm for s in kept]) if kept else np.zeros((0, 2)),
-                          dtype=torch.float32)  # [N, 2] where each person looks (attention supervision)
-    heads = torch.tensor(head_points if kept else np.zeros((0, 2)), dtype=torch.float32)  # [N, 2] head centres
-    return VqaExamples(pixels, questions, [answer_of(s) for s in kept], points, heads), kept
+    most = max((len(p) for p in target_points), default=0)
+    points = torch.full((len(images), max(1, most), 2), math.nan)  # [N, K, 2], NaN = no attention target
+    for row, row_points in enumerate(target_points):
+        if row_points:
+            points[row, :len(row_points)] = torch.tensor(row_points, dtype=torch.float32)
+    heads = torch.tensor(head_points if images else np.zeros((0, 2)), dtype=torch.float32)  # [N, 2]
+    return VqaExamples(pixels, questions, answers, points, heads), kept
 
 
-def _independent_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool) -> list[PersonSample]:
+def _independent_draw(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool
+                      ) -> tuple[list[PersonSample], dict[str, list]]:
+    """The independent SynthGaze draw's persons and its objects (image path -> [(name, box_xyxy_px), ...])."""
     from gcdr.data.gazefollow import read_gazefollow
-    from gcdr.data.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze
+    from gcdr.data.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze, read_objects
 
     synth = section(cfg, "synth", SynthConfig)
     draw = dataclasses.replace(synth, seed=synth.seed + INDEPENDENT_SEED_OFFSET, train_persons=train_cfg.persons,
-                               test_persons=0)
+                               test_persons=0, write_objects=True)
     data_dir = paths.out_root(cfg) / "synth_vqa_data"
     generate_synthgaze(data_dir, draw, progress=progress)
-    return read_gazefollow(data_dir / TRAIN_PERSONDET_FILE, data_dir)
+    samples = read_gazefollow(data_dir / TRAIN_PERSONDET_FILE, data_dir)
+    objects = {str((data_dir / path).resolve()): drawn for path, drawn in read_objects(data_dir, "train").items()}
+    return samples, objects
 
 
-def training_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool = True) -> list[PersonSample]:
-    """The persons the SynthGaze VQA model learns from (``synth_vqa.source``), before dropping unanswerable ones."""
+def training_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: bool = True
+                     ) -> tuple[list[PersonSample], dict[str, list] | None]:
+    """The persons the SynthGaze VQA model learns from (``synth_vqa.source``), before dropping unanswerable ones,
+    and the objects of their images (None when unknown: no grounding questions then)."""
     from gcdr.data import load_samples
 
     if train_cfg.source == "independent":
-        return _independent_samples(cfg, train_cfg, progress)
+        return _independent_draw(cfg, train_cfg, progress)
     if train_cfg.source == "train":
         log.warning("synth_vqa.source=train: the VQA model learns the unlabeled persons' answers "
                     "(label leakage into stage 1; use for upper-bound ablations only)")
-    return load_samples(cfg, train_cfg.source)
+    return load_samples(cfg, train_cfg.source), None
 
 
 def vocabulary(vqa_cfg: VqaConfig) -> list[str]:
@@ -195,7 +246,7 @@ def vocabulary(vqa_cfg: VqaConfig) -> list[str]:
     from gcdr.data.synthgaze import OBJECT_NAMES
 
     return list(dict.fromkeys(words_of(vqa_cfg.question) + words_of(vqa_cfg.fallback_question)
-                              + list(OBJECT_NAMES) + ["nothing"]))
+                              + words_of(GROUNDING_QUESTION.format("")) + list(OBJECT_NAMES) + ["nothing"]))
 
 
 def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
@@ -242,15 +293,16 @@ def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any
                 sincos_position_embeddings(grid_hw, train_cfg.hidden_size)[None])
     vqa = as_vqa(model, processor, pick_device(vqa_cfg.device), model_id="synth_vqa")
 
-    train_examples, train_kept = build_examples(training_samples(cfg, train_cfg, progress), processor, vqa_cfg,
-                                                progress)
+    samples, objects = training_samples(cfg, train_cfg, progress)
+    train_examples, train_kept = build_examples(samples, processor, vqa_cfg, progress, train_cfg.supervision,
+                                                objects, train_cfg.grounding_per_image, train_cfg.seed)
     if len(train_examples) == 0:
         raise ValueError(f"synth_vqa: no training person has a SynthGaze answer (source={train_cfg.source})")
-    test_examples, _ = build_examples(load_samples(cfg, "test"), processor, vqa_cfg, progress)
-    log.info("synth_vqa: %d training persons (%s), %d test persons", len(train_examples), train_cfg.source,
-             len(test_examples))
+    test_examples, _ = build_examples(load_samples(cfg, "test"), processor, vqa_cfg, progress, supervision="grounding")
+    log.info("synth_vqa: %d training persons (%s) + %d grounding questions, %d test persons", len(train_kept),
+             train_cfg.source, len(train_examples) - len(train_kept), len(test_examples))
     training = train_vqa(vqa, train_examples, train_cfg.epochs, train_cfg.batch_size, train_cfg.lr,
-                         seed=train_cfg.seed, progress=progress, max_seconds=60 * train_cfg.max_minutes,
+                         seed=train_cfg.seed, progress=progress,
                          label_smoothing=train_cfg.label_smoothing, attention_weight=train_cfg.attention_weight,
                          attention_layer=_supervised_layer(cfg), attention_sigma=train_cfg.attention_sigma,
                          head_attention_weight=train_cfg.head_attention_weight)
@@ -260,10 +312,12 @@ def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any
                                                       train_examples.answers[:train_eval_n]))["accuracy"]
     test = answer_accuracy(vqa, test_examples) if len(test_examples) else {"accuracy": float("nan"), "n": 0,
                                                                             "answers": []}
-    majority = max(set(train_examples.answers), key=train_examples.answers.count)
+    gaze_answers = train_examples.answers[:len(train_kept)]  # the gaze questions come first
+    majority = max(set(gaze_answers), key=gaze_answers.count)
     metrics = {
         "test_accuracy": test["accuracy"], "test_persons": test["n"],
-        "train_accuracy_first500": train_accuracy, "train_persons": len(train_examples),
+        "train_accuracy_first500": train_accuracy, "train_persons": len(train_kept),
+        "grounding_examples": len(train_examples) - len(train_kept), "supervision": train_cfg.supervision,
         "majority_answer": majority,
         "majority_baseline_test": float(np.mean([a == majority for a in test_examples.answers]))
         if len(test_examples) else float("nan"),
@@ -283,5 +337,5 @@ def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any
     _replace_dir(tmp_dir, out_dir)
     log.info("synth_vqa: test accuracy %.3f on %d persons (majority baseline %.3f), %d steps in %.0f s -> %s",
              metrics["test_accuracy"], metrics["test_persons"], metrics["majority_baseline_test"],
-             metrics["steps"], metrics["seconds"], out_dir)
+             metrics["steps"], metrics["total_seconds"], out_dir)
     return metrics

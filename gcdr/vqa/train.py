@@ -5,10 +5,12 @@ linear warm-up then cosine decay, cross-entropy of the answer tokens ([BOS] answ
 random horizontal flips of the pixels (the question and answer never depend on left/right).
 
 Optional attention supervision (``attention_weight > 0``, examples with ``target_points_norm``): the text
-encoder's cross-attention of layer ``attention_layer`` (mean over heads and question tokens) is pulled towards a
-Gaussian (sigma = ``attention_sigma`` patches) around a known point, by cross-entropy. A from-scratch ViT learns
-"where is the answer" from the answer alone far too slowly for a CPU budget; this dense signal is the shortcut
-(grounding supervision, as in VQA models trained with human attention maps).
+encoder's cross-attention of layer ``attention_layer`` (mean over heads and question tokens) is pulled towards
+Gaussians (sigma = ``attention_sigma`` patches) around known points, by cross-entropy. Points are given per
+example, [N, K, 2] with NaN padding (several instances of a named object) or [N, 2]; an example whose points are
+all NaN is not supervised. A from-scratch ViT learns "where is the thing named" from answers alone far too slowly
+for a CPU budget; this dense signal is the shortcut (grounding supervision, as in VQA models pretrained with
+region-text data).
 Optional second stage of the same supervision (``head_attention_weight > 0``, examples with ``head_points_norm``):
 the cross-attention of the layer *before* ``attention_layer`` is pulled towards the asking person's head. The
 question is the same for every person, so the first cross-attention's queries cannot depend on the image: the
@@ -16,15 +18,14 @@ patch keys alone must say "I am the target of the person in the green box", whic
 Reading the head first (where the person is, which way the face points) lets the next layer's queries depend on
 the person, and that layer then looks along the gaze.
 
-Schedule: linear warm-up, then cosine decay over the training's progress = the larger of the step fraction and,
-with ``max_seconds``, the time fraction, so a run cut short by its time budget still ends at a small learning rate.
+Schedule: linear warm-up, then cosine decay over a fixed number of steps (epochs x batches): nothing depends on
+the machine's speed, so the same seed gives the same model anywhere.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,14 +45,15 @@ class VqaExamples:
 
     pixel_values: [N, 3, S, S] processor output (float16 to halve memory; cast per batch).
     questions, answers: N strings each (answers "" for unknown, never used in training).
-    target_points_norm: [N, 2] where the answer is in the image (x/W, y/H), or None.
-    head_points_norm: [N, 2] where the asking person's head is (x/W, y/H), or None.
+    target_points_norm: [N, K, 2] (or [N, 2]) where the thing the question names is (x/W, y/H), NaN rows = no
+                        supervision; or None.
+    head_points_norm: [N, 2] where the asking person's head is (x/W, y/H), NaN = no supervision; or None.
     """
 
     pixel_values: torch.Tensor
     questions: list[str]
     answers: list[str]
-    target_points_norm: torch.Tensor | None = None  # [N, 2] (x, y) in [0, 1] for attention supervision
+    target_points_norm: torch.Tensor | None = None  # [N, K, 2] or [N, 2], (x, y) in [0, 1], NaN = none
     head_points_norm: torch.Tensor | None = None  # [N, 2] (x, y) in [0, 1]: head-attention supervision
 
     def __len__(self) -> int:
@@ -76,15 +78,21 @@ def _answer_batch(tokenizer, answers: list[str], bos_id: int) -> tuple[torch.Ten
 
 
 def attention_target(points_norm: torch.Tensor, grid_hw: tuple[int, int], sigma_patches: float = 1.0) -> torch.Tensor:
-    """Gaussian target distributions over the patch grid around (x, y) points: [B, 2] -> [B, h*w] (rows sum to 1)."""
+    """Target distributions over the patch grid: the sum of Gaussians around each example's (x, y) points.
+
+    points_norm: [B, 2] or [B, K, 2] with NaN padding -> [B, h*w], rows sum to 1 (all zero for an example
+    without points).
+    """
+    if points_norm.dim() == 2:
+        points_norm = points_norm[:, None]  # [B, 1, 2]
     height, width = grid_hw
     rows = torch.arange(height, dtype=torch.float32)[:, None] + 0.5  # patch centres in patch units
     cols = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
-    x = points_norm[:, 0, None, None] * width
-    y = points_norm[:, 1, None, None] * height
-    target = torch.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma_patches**2))  # [B, h, w]
-    target = target.flatten(1)
-    return target / target.sum(1, keepdim=True)
+    x = points_norm[:, :, 0, None, None] * width  # [B, K, 1, 1]
+    y = points_norm[:, :, 1, None, None] * height
+    target = torch.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma_patches**2))  # [B, K, h, w]
+    target = torch.nan_to_num(target, nan=0.0).sum(1).flatten(1)  # [B, h*w]
+    return target / target.sum(1, keepdim=True).clamp_min(1e-12)
 
 
 def _attention_cross_entropy(attention_probs: torch.Tensor, question_mask: torch.Tensor, points_norm: torch.Tensor,
@@ -97,7 +105,10 @@ def _attention_cross_entropy(attention_probs: torch.Tensor, question_mask: torch
     weights = question_mask.float() / question_mask.sum(1, keepdim=True)  # [B, Lq]
     attention = (attention_probs.mean(1) * weights[:, :, None]).sum(1)[:, 1:]  # [B, h*w]
     target = attention_target(points_norm.cpu(), grid_hw, sigma_patches).to(attention.device)
-    return -(target * torch.log(attention.float() + 1e-8)).sum(1).mean()
+    supervised = target.sum(1) > 0  # [B] examples with at least one point
+    if not supervised.any():
+        return attention.sum() * 0.0
+    return -(target * torch.log(attention.float() + 1e-8)).sum(1)[supervised].mean()
 
 
 def vqa_loss(vqa: Vqa, pixel_values: torch.Tensor, questions: list[str], answers: list[str],
@@ -148,13 +159,11 @@ def vqa_loss(vqa: Vqa, pixel_values: torch.Tensor, questions: list[str], answers
 
 def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32, lr: float = 5e-4,
               weight_decay: float = 0.05, warmup_fraction: float = 0.05, flip: bool = True, seed: int = 0,
-              progress: bool = True, max_seconds: float | None = None, label_smoothing: float = 0.0,
+              progress: bool = True, label_smoothing: float = 0.0,
               attention_weight: float = 0.0, attention_layer: int = -2, attention_sigma: float = 1.0,
               head_attention_weight: float = 0.0) -> dict:
-    """Train ``vqa.model`` in place; returns {"steps", "seconds", "final_loss"} (loss = mean of the last 20 steps).
+    """Train ``vqa.model`` in place; returns {"steps", "final_loss"} (loss = mean of the last 20 steps).
 
-    max_seconds: stop early when the wall-clock budget is spent; the cosine decay follows the larger of the step
-    and the time fraction (module docstring), so the learning rate is small when the budget ends.
     label_smoothing: of the answer cross-entropy; keeps answer probabilities away from 1, where the gradients
     that Grad-CAM reads vanish.
     attention_weight, attention_layer, attention_sigma: attention supervision (module docstring); needs
@@ -170,16 +179,8 @@ def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = max(1, epochs * steps_per_epoch)
     warmup = max(1, int(warmup_fraction * total))
-    start = time.perf_counter()
-
-    def progress_fraction(step_index: int) -> float:
-        fraction = step_index / total
-        if max_seconds:
-            fraction = max(fraction, (time.perf_counter() - start) / max_seconds)
-        return min(1.0, fraction)
-
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress_fraction(s))))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     losses: list[float] = []
     step = 0
     bar = tqdm(total=total, desc="train vqa", unit="step", disable=not progress)
@@ -195,7 +196,7 @@ def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32
                 pixels[flipped.to(vqa.device)] = pixels[flipped.to(vqa.device)].flip(-1)
                 for xy in (points, heads):
                     if xy is not None:
-                        xy[flipped, 0] = 1 - xy[flipped, 0]
+                        xy[flipped, ..., 0] = 1 - xy[flipped, ..., 0]
             loss = vqa_loss(vqa, pixels, [examples.questions[i] for i in index],
                             [examples.answers[i] for i in index], label_smoothing, points, attention_weight,
                             attention_layer, attention_sigma, heads, head_attention_weight)
@@ -209,17 +210,12 @@ def train_vqa(vqa: Vqa, examples: VqaExamples, epochs: int, batch_size: int = 32
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             if step % 100 == 0:
-                log.info("VQA training step %d: loss %.3f (mean of the last 100), lr %.2e, %.0f s", step,
-                         np.mean(losses[-100:]), schedule.get_last_lr()[0], time.perf_counter() - start)
-            if max_seconds is not None and time.perf_counter() - start > max_seconds:
-                break
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            log.warning("VQA training stopped by its time budget after %d of %d steps", step, total)
-            break
+                log.info("VQA training step %d of %d: loss %.3f (mean of the last 100), lr %.2e", step, total,
+                         np.mean(losses[-100:]), schedule.get_last_lr()[0])
     bar.close()
     model.eval()
     model.requires_grad_(False)
-    return {"steps": step, "seconds": time.perf_counter() - start, "final_loss": float(np.mean(losses[-20:]))}
+    return {"steps": step, "final_loss": float(np.mean(losses[-20:]))}
 
 
 def answer_accuracy(vqa: Vqa, examples: VqaExamples, batch_size: int = 64, max_new_tokens: int = 5) -> dict:

@@ -1,0 +1,118 @@
+"""Loading weight files with errors that name the file and say what to do.
+
+``torch.load`` on a truncated, empty or foreign file fails with messages such as "PytorchStreamReader failed
+reading zip archive", "Ran out of input" or a bare ``KeyError`` that do not name the file; safetensors says
+"incomplete metadata". :func:`load_torch_file` and :func:`load_safetensors_file` turn any such failure into one
+:class:`CheckpointError` line: the path, what is wrong with it (empty, truncated, not a PyTorch / safetensors
+file, or the loader's own error when the file itself looks intact) and what to do (``hint``). A missing file
+still raises ``FileNotFoundError`` (it already names the path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_HINT = "delete it and rerun the stage that wrote it"
+
+
+class CheckpointError(RuntimeError):
+    """A weight file that cannot be loaded; the message names the path and what to do."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
+def _diagnose_torch(path: Path) -> str | None:
+    """What is wrong with the file itself, or None when it looks intact (the failure lies elsewhere)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # the zip format of torch.save
+        if not zipfile.is_zipfile(path):
+            return f"is truncated ({size} bytes, an incomplete zip archive)"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            return f"is damaged ({_first_line(error)})"
+        return f"is damaged (bad CRC in {bad})" if bad else None
+    if head[:1] == b"\x80":  # a pickle: the legacy (pre-1.6) torch.save format
+        return f"is truncated or damaged ({size} bytes, legacy PyTorch format)"
+    return f"is not a PyTorch file (starts with {head!r})"
+
+
+def load_torch_file(f: str | os.PathLike, *args: Any, hint: str = DEFAULT_HINT, **kwargs: Any) -> Any:
+    """``torch.load(f, *args, **kwargs)``; any failure becomes one :class:`CheckpointError` naming ``f``.
+
+    ``hint``: what the user should do about a damaged file, e.g. "delete it and rerun train-student".
+    """
+    try:
+        return torch.load(f, *args, **kwargs)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as error:
+        if not isinstance(f, (str, os.PathLike)):
+            raise CheckpointError(f"{f!r}: could not be loaded ({_first_line(error)})") from error
+        path = Path(f)
+        problem = _diagnose_torch(path)
+        if problem is None:
+            raise CheckpointError(f"{path}: could not be loaded although the file looks intact "
+                                  f"({_first_line(error)})") from error
+        raise CheckpointError(f"{path} {problem}; {hint}") from error
+
+
+def _diagnose_safetensors(path: Path) -> str | None:
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            return f"is truncated ({size} bytes, no complete header)"
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > 100_000_000:
+            return "is not a safetensors file (no valid header)"
+        if 8 + header_len > size:
+            return f"is truncated ({size} bytes, the header alone needs {8 + header_len})"
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "is not a safetensors file (the header is not JSON)"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        return "is not a safetensors file (unexpected header)"
+    if 8 + header_len + end > size:
+        return f"is truncated ({size} bytes, the header says {8 + header_len + end})"
+    return None
+
+
+def load_safetensors_file(path: str | os.PathLike, device: str | torch.device = "cpu",
+                          hint: str = DEFAULT_HINT) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file(path, device)``; any failure becomes one :class:`CheckpointError`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path), device=str(device))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as error:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}") from error
+        problem = _diagnose_safetensors(path)
+        if problem is None:
+            raise CheckpointError(f"{path}: could not be loaded although the file looks intact "
+                                  f"({_first_line(error)})") from error
+        raise CheckpointError(f"{path} {problem}; {hint}") from error

@@ -1,0 +1,1 @@
+"""Tools beside the method (gcdr never imports them): the gallery; later the demo, benchmarks, SynthGaze."""

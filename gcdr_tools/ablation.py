@@ -1,0 +1,284 @@
+"""`make ablation`: the label-saving claim, measured with seeds and error bars.
+
+The protocol, fixed before any run (the README reports whatever it gives):
+- one dataset draw and one stand-in VQA model (pretrained once, on an independent draw, never on a gaze point);
+  Grad-CAM once for every train person; raw-Grad-CAM and argmax pseudo-labels once for every train person
+  (a student reads only its unlabeled persons' maps);
+- for each seed s and label ratio r: the split (seed s), the diffusion teacher (seed s, trained on the labeled
+  persons only), GCDR refinement of the unlabeled persons at T = 250 (and the T sweep at ``sweep_ratio``);
+- students (seed s, a fixed budget, the last model reported; no checkpoint or setting is chosen on the test
+  split) trained on: the labeled persons only; + raw Grad-CAM; + argmax; + GCDR at each T; and, per seed, on
+  every train person labeled (full supervision);
+- pseudo-label quality: each pseudo-label folder against the ground truth of its unlabeled persons.
+Every run has its own folder under ``<out_root>/ablation/``; every stage resumes, so a second call reuses all
+finished work and a killed call continues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcdr import paths
+
+SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
+
+
+@dataclass
+class AblationConfig:
+    """The ``ablation:`` config section.
+
+    seeds, ratios: the grid; sweep_ratio: the ratio at which every T of ``ts`` is refined (others: ``main_T``);
+    students: student models trained on every source; student_overrides: per student model, ``key=value``
+    overrides of the ``student:`` section (budget, backbone) used for every run of that model.
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    ratios: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    ts: list[int] = field(default_factory=lambda: [100, 250, 400])
+    main_T: int = 250
+    sweep_ratio: float = 0.1
+    students: list[str] = field(default_factory=lambda: ["gazelle"])
+    student_overrides: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or not self.ratios or not self.students:
+            raise ValueError("ablation.seeds, ablation.ratios and ablation.students must not be empty")
+        bad = [r for r in self.ratios if not 0 < float(r) < 1]
+        if bad:
+            raise ValueError(f"ablation.ratios must be in (0, 1) (full supervision is always run), got {bad}")
+        if self.main_T not in self.ts:
+            raise ValueError(f"ablation.main_T={self.main_T} must be one of ablation.ts={self.ts}")
+
+
+@dataclass
+class Run:
+    """One student run of the ablation: its place in the grid and its folder."""
+
+    student: str
+    seed: int
+    ratio: float | None  # None = full supervision
+    source: str
+    pseudo: Path | None
+    out_dir: Path
+
+
+@dataclass
+class Plan:
+    """What `make ablation` runs: stages for gcdr_tools.stages.run_stages, the student runs and the pseudo-label
+    folders to score (label -> (seed, ratio, folder))."""
+
+    stages: list
+    runs: list[Run]
+    pseudo_folders: dict[tuple[str, int, float], Path]
+
+
+def ratio_dir(root: Path, seed: int, ratio: float) -> Path:
+    return root / f"seed{seed}" / f"r{paths.ratio_text(ratio)}"
+
+
+def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
+    """The stages (in critical-path order) and runs of the ablation for ``cfg``."""
+    from gcdr_tools.stages import Stage
+
+    root = paths.out_root(cfg) / "ablation"
+    gradcam = paths.gradcam_dir(cfg, "train")
+    raw, argmax = root / "pseudo" / "raw-gradcam-train", root / "pseudo" / "argmax-train"
+    stages = [
+        Stage("data-synth", "data_synth"),
+        Stage("synth-vqa", "synth_vqa", ("data-synth",)),
+        Stage("gradcam train", "gradcam", ("synth-vqa",), ["gradcam.split=train"]),
+        Stage("refine raw", "refine", ("gradcam train",), ["refine.method=none", "refine.split=train"],
+              ["--src", str(gradcam), "--out", str(raw)]),
+        Stage("refine argmax", "refine", ("gradcam train",), ["refine.method=argmax", "refine.split=train"],
+              ["--src", str(gradcam), "--out", str(argmax)]),
+    ]
+    runs: list[Run] = []
+    folders: dict[tuple[str, int, float], Path] = {}
+
+    def student_stages(seed: int, ratio: float | None, source: str, pseudo: Path | None, after: tuple[str, ...],
+                       split_overrides: list[str], folder: Path) -> None:
+        for model in ablation.students:
+            name = model + "-" + source.replace("+ ", "").replace(" ", "-").replace("(", "").replace(")", "")
+            out_dir = folder / "students" / name
+            runs.append(Run(model, seed, ratio, source, pseudo, out_dir))
+            # the Gaze-LLE student's frozen encoder is the stand-in VQA's vision tower
+            stages.append(Stage(f"student {model} seed{seed} r{ratio or 1.0} {source}", "train_student",
+                                tuple(dict.fromkeys(("synth-vqa", *after))),
+                                [*split_overrides, f"student.model={model}", f"student.seed={seed}",
+                                 *ablation.student_overrides.get(model, [])],
+                                ["--pseudo", str(pseudo or "none"), "--out", str(out_dir)]))
+
+    for seed in ablation.seeds:
+        for ratio in ablation.ratios:
+            folder = ratio_dir(root, seed, ratio)
+            split = [f"split.ratio={ratio}", f"split.seed={seed}"]
+            tag = f"seed{seed} r{ratio}"
+            stages.append(Stage(f"split {tag}", "split", ("data-synth",), split))
+            stages.append(Stage(f"teacher {tag}", "train_teacher", (f"split {tag}",),
+                                [*split, f"teacher.seed={seed}"], ["--out", str(folder / "teacher")]))
+            folders[("Grad-CAM (raw)", seed, ratio)] = raw
+            folders[("argmax", seed, ratio)] = argmax
+            student_stages(seed, ratio, "labeled only", None, (f"split {tag}",), split, folder)
+            student_stages(seed, ratio, "+ Grad-CAM (raw)", raw, (f"split {tag}", "refine raw"), split, folder)
+            student_stages(seed, ratio, "+ argmax", argmax, (f"split {tag}", "refine argmax"), split, folder)
+            for T in (ablation.ts if ratio == ablation.sweep_ratio else [ablation.main_T]):
+                refined = folder / "pseudo" / f"gcdr-T{T}"
+                folders[(f"GCDR T={T}", seed, ratio)] = refined
+                stages.append(Stage(f"refine {tag} T={T}", "refine", ("gradcam train", f"teacher {tag}"),
+                                    [*split, "refine.method=gcdr", f"refine.T={T}", "refine.split=unlabeled",
+                                     f"refine.seed={seed}", f"refine.teacher={folder / 'teacher' / 'model'}"],
+                                    ["--src", str(gradcam), "--out", str(refined)]))
+                student_stages(seed, ratio, f"+ GCDR T={T}", refined, (f"split {tag}", f"refine {tag} T={T}"),
+                               split, folder)
+        student_stages(seed, None, "full supervision", None, ("data-synth",), ["split.ratio=1.0",
+                                                                              f"split.seed={seed}"],
+                       root / f"seed{seed}" / "full")
+    return Plan(_critical_path_first(stages), runs, folders)
+
+
+def _critical_path_first(stages: list) -> list:
+    """Order stages so that the long chains (VQA -> Grad-CAM -> refine) start early; dependencies keep their
+    order (every stage still comes after the stages it waits for)."""
+    rank = {"data_synth": 0, "synth_vqa": 1, "split": 2, "train_teacher": 3, "gradcam": 4, "refine": 5,
+            "train_student": 6}
+    ordered, placed = [], set()
+    pending = sorted(stages, key=lambda s: rank.get(s.module, 9))
+    while pending:
+        for stage in pending:
+            if set(stage.after) <= placed:
+                ordered.append(stage)
+                placed.add(stage.name)
+                pending.remove(stage)
+                break
+        else:  # pragma: no cover - a cycle is a programming error
+            raise ValueError(f"ablation stages wait for each other: {[s.name for s in pending]}")
+    return ordered
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _mean_sd(values: list[float]) -> str:
+    import numpy as np
+
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} +- {np.std(values, ddof=1):.3f}"
+
+
+def student_table(plan: Plan):
+    """One row per finished student run: student, seed, ratio, source and its final test metrics."""
+    import pandas as pd
+
+    from gcdr.demo_report import read_student_metrics
+
+    rows = []
+    for run in plan.runs:
+        if (run.out_dir / "metrics.json").is_file():
+            rows.append({"student": run.student, "seed": run.seed,
+                         "ratio": run.ratio if run.ratio is not None else 1.0, "source": run.source,
+                         **read_student_metrics(run.out_dir)})
+    return pd.DataFrame(rows)
+
+
+def quality_table(cfg: dict[str, Any], plan: Plan):
+    """Pseudo-label quality per (source, seed, ratio) on that split's unlabeled in-frame persons."""
+    import pandas as pd
+
+    from gcdr.demo_report import pseudo_label_quality
+
+    rows = []
+    for (source, seed, ratio), folder in plan.pseudo_folders.items():
+        if not (folder / "manifest.csv").is_file():
+            continue
+        split_cfg = dict(cfg, split=dict(cfg["split"], ratio=ratio, seed=seed))
+        quality = pseudo_label_quality(split_cfg, {source: folder}, reference=None).iloc[0]
+        rows.append({"source": source, "seed": seed, "ratio": ratio, "auc": quality["auc"],
+                     "avg_l2": quality["avg_l2"], "persons": quality["persons"]})
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(students, quality, ablation: AblationConfig) -> str:
+    """Tables of mean +- sd over seeds: students (avg L2 and AUC per ratio) and pseudo-label quality."""
+    lines = []
+    order = list(SOURCES_FIXED) + [f"+ GCDR T={T}" for T in ablation.ts] + ["full supervision"]
+    ratios = sorted(float(r) for r in ablation.ratios)
+    for student in ablation.students:
+        table = students[students["student"] == student] if len(students) else students
+        for metric, better in (("avg_l2", "lower is better"), ("auc", "higher is better")):
+            lines += [f"### {student}: {metric} on the test split ({better}; mean +- sd over seeds, n = seeds run)",
+                      "", "| trained on | " + " | ".join(f"{r:g} labels" for r in ratios) + " |",
+                      "|---|" + "---|" * len(ratios)]
+            for source in order:
+                cells = []
+                for ratio in ratios:
+                    ratio_key = 1.0 if source == "full supervision" else ratio
+                    chosen = table[(table["source"] == source) & (table["ratio"] == ratio_key)] if len(table) else []
+                    values = list(chosen[metric]) if len(chosen) else []
+                    cells.append(_mean_sd(values) + (f" (n={len(values)})" if values else ""))
+                if any(c != "-" for c in cells):
+                    lines.append(f"| {source} | " + " | ".join(cells) + " |")
+            lines.append("")
+    if len(quality):
+        lines += ["### Pseudo-label quality on the unlabeled persons (avg L2 / AUC against the truth; mean +- sd)",
+                  "", "| pseudo-labels | " + " | ".join(f"{r:g} labels" for r in ratios) + " |",
+                  "|---|" + "---|" * len(ratios)]
+        for source in ["Grad-CAM (raw)", "argmax"] + [f"GCDR T={T}" for T in ablation.ts]:
+            cells = []
+            for ratio in ratios:
+                chosen = quality[(quality["source"] == source) & (quality["ratio"] == ratio)]
+                cells.append(f"{_mean_sd(list(chosen['avg_l2']))} / {_mean_sd(list(chosen['auc']))}"
+                             if len(chosen) else "-")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
+    """Per student and metric one axis: bars per source, grouped by ratio, mean over seeds with sd error bars
+    and the mean written on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from gcdr.atomic import atomic_path
+
+    sources = [s for s in list(SOURCES_FIXED) + [f"+ GCDR T={ablation.main_T}", "full supervision"]]
+    ratios = sorted(float(r) for r in ablation.ratios)
+    metrics = (("avg_l2", "avg L2 (lower is better)"), ("auc", "AUC (higher is better)"))
+    fig, axes = plt.subplots(len(ablation.students), 2, figsize=(14, 4.5 * len(ablation.students)), squeeze=False)
+    width = 0.8 / len(sources)
+    for row, student in enumerate(ablation.students):
+        table = students[students["student"] == student] if len(students) else students
+        for col, (metric, label) in enumerate(metrics):
+            ax = axes[row][col]
+            for k, source in enumerate(sources):
+                means, sds = [], []
+                for ratio in ratios:
+                    ratio_key = 1.0 if source == "full supervision" else ratio
+                    values = list(table[(table["source"] == source) & (table["ratio"] == ratio_key)][metric]) \
+                        if len(table) else []
+                    means.append(np.mean(values) if values else np.nan)
+                    sds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+                x = np.arange(len(ratios)) + (k - (len(sources) - 1) / 2) * width
+                bars = ax.bar(x, means, width, yerr=sds, capsize=2, label=source)
+                for bar, mean in zip(bars, means):
+                    if mean == mean:
+                        ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, mean), fontsize=6,
+                                    ha="center", va="bottom", rotation=90, xytext=(0, 2), textcoords="offset points")
+            ax.set_xticks(np.arange(len(ratios)), [f"{r:g} labels" for r in ratios])
+            ax.set_ylabel(label)
+            ax.set_title(f"{student}: {label}, mean +- sd over seeds")
+            if metric == "auc":
+                ax.set_ylim(0.5, 1.0)
+            ax.legend(fontsize=7, loc="lower right" if metric == "auc" else "upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

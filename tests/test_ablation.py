@@ -1,0 +1,58 @@
+"""`make ablation`'s plan: the grid it promises, every stage after what it needs, one folder per run."""
+
+import pandas as pd
+import pytest
+
+from gcdr.config import load_config, section
+from gcdr_tools.ablation import AblationConfig, plan_ablation, summary_markdown
+
+
+def plan(*overrides):
+    cfg = load_config("configs/synthgaze.yaml", ["out_root=/tmp/gcdr-plan", *overrides])
+    ablation = section(cfg, "ablation", AblationConfig)
+    return plan_ablation(cfg, ablation), ablation
+
+
+def test_the_grid_seeds_ratios_sources_and_the_T_sweep_at_one_ratio():
+    result, ablation = plan()
+    seeds, ratios = ablation.seeds, ablation.ratios
+    per_ratio = 3 + 1  # labeled only, raw, argmax + GCDR at main_T
+    sweep_extra = len(ablation.ts) - 1
+    expected = len(seeds) * (len(ratios) * per_ratio + sweep_extra + 1)  # + full supervision per seed
+    assert len(result.runs) == expected * len(ablation.students)
+    assert len({run.out_dir for run in result.runs}) == len(result.runs)  # never two runs in one folder
+    sweep = {run.source for run in result.runs if run.ratio == ablation.sweep_ratio}
+    assert {f"+ GCDR T={T}" for T in ablation.ts} <= sweep
+    other = {run.source for run in result.runs if run.ratio not in (None, ablation.sweep_ratio)}
+    assert {s for s in other if "GCDR" in s} == {f"+ GCDR T={ablation.main_T}"}
+
+
+def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_pseudo_labels():
+    result, _ = plan()
+    position = {stage.name: i for i, stage in enumerate(result.stages)}
+    assert len(position) == len(result.stages)
+    for stage in result.stages:
+        assert all(position[a] < position[stage.name] for a in stage.after), stage.name
+    for stage in result.stages:
+        if stage.module == "train_student" and "GCDR" in stage.name:
+            assert any(a.startswith("refine") for a in stage.after)
+        if stage.module == "refine" and "T=" in stage.name:
+            assert any(a.startswith("teacher") for a in stage.after)  # the teacher of the same seed and ratio
+
+
+def test_bad_grids_are_refused():
+    with pytest.raises(ValueError, match="ratios"):
+        AblationConfig(ratios=[1.0])
+    with pytest.raises(ValueError, match="main_T"):
+        AblationConfig(ts=[100], main_T=250)
+
+
+def test_summary_reports_mean_and_sd_over_seeds():
+    ablation = AblationConfig(seeds=[0, 1], ratios=[0.1], students=["gazelle"])
+    students = pd.DataFrame([
+        {"student": "gazelle", "seed": 0, "ratio": 0.1, "source": "labeled only", "auc": 0.8, "avg_l2": 0.2},
+        {"student": "gazelle", "seed": 1, "ratio": 0.1, "source": "labeled only", "auc": 0.9, "avg_l2": 0.4},
+    ])
+    text = summary_markdown(students, pd.DataFrame(), ablation)
+    assert "| labeled only | 0.300 +- 0.141 (n=2) |" in text
+    assert "| labeled only | 0.850 +- 0.071 (n=2) |" in text
