@@ -32,6 +32,10 @@ class AblationConfig:
     seeds, ratios: the grid; sweep_ratio: the ratio at which every T of ``ts`` is refined (others: ``main_T``);
     students: student models trained on every source; student_overrides: per student model, ``key=value``
     overrides of the ``student:`` section (budget, backbone) used for every run of that model.
+    baselines: also train the students that read no pseudo-label (labeled only, full supervision); false for a
+    second arm that only swaps the pseudo-labels' source (e.g. another VQA model) and shares those runs.
+    teacher_root: take the diffusion teachers from another ablation folder (<root>/seed<S>/r<R>/teacher, the
+    same split and teacher settings: the stage then finds them finished) instead of training them again.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -41,6 +45,8 @@ class AblationConfig:
     sweep_ratio: float = 0.1
     students: list[str] = field(default_factory=lambda: ["gazelle"])
     student_overrides: dict[str, list[str]] = field(default_factory=dict)
+    baselines: bool = True
+    teacher_root: str | None = None
 
     def __post_init__(self) -> None:
         if not self.seeds or not self.ratios or not self.students:
@@ -99,6 +105,8 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
 
     def student_stages(seed: int, ratio: float | None, source: str, pseudo: Path | None, after: tuple[str, ...],
                        split_overrides: list[str], folder: Path) -> None:
+        if pseudo is None and not ablation.baselines:
+            return
         for model in ablation.students:
             name = model + "-" + source.replace("+ ", "").replace(" ", "-").replace("(", "").replace(")", "")
             out_dir = folder / "students" / name
@@ -116,8 +124,10 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
             split = [f"split.ratio={ratio}", f"split.seed={seed}"]
             tag = f"seed{seed} r{ratio}"
             stages.append(Stage(f"split {tag}", "split", ("data-synth",), split))
+            teacher = ratio_dir(Path(ablation.teacher_root), seed, ratio) / "teacher" if ablation.teacher_root \
+                else folder / "teacher"
             stages.append(Stage(f"teacher {tag}", "train_teacher", (f"split {tag}",),
-                                [*split, f"teacher.seed={seed}"], ["--out", str(folder / "teacher")]))
+                                [*split, f"teacher.seed={seed}"], ["--out", str(teacher)]))
             folders[("Grad-CAM (raw)", seed, ratio)] = raw
             folders[("argmax", seed, ratio)] = argmax
             student_stages(seed, ratio, "labeled only", None, (f"split {tag}",), split, folder)
@@ -128,7 +138,7 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
                 folders[(f"GCDR T={T}", seed, ratio)] = refined
                 stages.append(Stage(f"refine {tag} T={T}", "refine", ("gradcam train", f"teacher {tag}"),
                                     [*split, "refine.method=gcdr", f"refine.T={T}", "refine.split=unlabeled",
-                                     f"refine.seed={seed}", f"refine.teacher={folder / 'teacher' / 'model'}"],
+                                     f"refine.seed={seed}", f"refine.teacher={teacher / 'model'}"],
                                     ["--src", str(gradcam), "--out", str(refined)]))
                 student_stages(seed, ratio, f"+ GCDR T={T}", refined, (f"split {tag}", f"refine {tag} T={T}"),
                                split, folder)

@@ -56,3 +56,12 @@ def test_summary_reports_mean_and_sd_over_seeds():
     text = summary_markdown(students, pd.DataFrame(), ablation)
     assert "| labeled only | 0.300 +- 0.141 (n=2) |" in text
     assert "| labeled only | 0.850 +- 0.071 (n=2) |" in text
+
+
+def test_a_second_arm_shares_teachers_and_skips_the_runs_without_pseudo_labels():
+    result, _ = plan("ablation.baselines=false", "ablation.teacher_root=/elsewhere/ablation")
+    assert {run.source for run in result.runs}.isdisjoint({"labeled only", "full supervision"})
+    teachers = [s for s in result.stages if s.module == "train_teacher"]
+    assert teachers and all(s.extra[-1].startswith("/elsewhere/ablation/seed") for s in teachers)
+    refines = [s for s in result.stages if s.module == "refine" and "T=" in s.name]
+    assert all(any(o.startswith("refine.teacher=/elsewhere/ablation/") for o in s.overrides) for s in refines)
