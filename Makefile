@@ -32,7 +32,7 @@ LAUNCH := $(if $(filter 1,$(NPROC)),$(RUN),$(VENV)/bin/accelerate launch --multi
 ARGS := --config $(CONFIG) $(SETS)
 
 .PHONY: install test lint demo demo-smoke data-synth split synth-vqa gradcam train-teacher refine \
-        train-student eval predict inspect bench ablation clean
+        train-student eval predict export inspect bench ablation clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ eval: install
 
 predict: install
 	$(RUN) pipelines.predict $(ARGS) --ckpt $(CKPT) --images $(IMAGES) --heads $(HEADS)
+
+# OUT here is the exported file (not out_root): VAT / gazelle's own checkpoint layout
+export: install
+	$(RUN) pipelines.export --ckpt $(CKPT) --format official $(if $(OUT),--out $(OUT))
 
 inspect: install
 	$(RUN) pipelines.inspect $(ARGS) --pseudo $(PSEUDO) $(foreach v,$(VS),--vs $(v))

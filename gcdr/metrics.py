@@ -59,21 +59,19 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score
 
 from gcdr.data.sample import IN_FRAME, OUT_OF_FRAME, PersonSample
+from gcdr.heatmaps import HEATMAP_SIZE, argmax_point_norm, as_numpy, normalize_heatmap
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("gcdr", "vat", "gazelle")
 DATASETS = ("gazefollow", "videoattentiontarget")
-HEATMAP_SIZE = 64
 # Half-width of the Gaussian patch (docs/official-code.md#gaussian-target) (3 sigma, sigma = 3): the patch spans int(p - 9) .. int(p + 10) - 1.
 _GAUSSIAN_RADIUS = 9
-# GCDR's train_gazefollow_semisup.py normalises predictions with this epsilon before evaluating.
-_GCDR_MIN_MAX_EPS = 1e-11
 # Up to this many distinct positive values the AUC counts by comparison passes; beyond, it sorts.
 _MAX_COMPARISON_PASSES = 16
 
 __all__ = [
-    "DATASETS", "PROTOCOLS", "argmax_point_norm", "auc_from_scores", "evaluate", "evaluate_points",
+    "DATASETS", "PROTOCOLS", "auc_from_scores", "evaluate", "evaluate_points",
     "gazefollow_auc", "gazefollow_target_indices", "l2_distances", "upsample_heatmap",
     "videoattention_auc", "videoattention_target_64",
 ]
@@ -81,20 +79,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------------------
 # points and distances
-
-
-def argmax_point_norm(heatmap_64: np.ndarray | torch.Tensor) -> tuple[float, float]:
-    """(x, y) = (col / w, row / h) of the first maximum (row-major) of a [h, w] map (64x64 in the protocol).
-
-    No half-pixel offset, as in VAT, GCDR and gazelle. NaN entries are an error of the caller (np.argmax
-    would return the first NaN).
-    """
-    heatmap = _to_numpy(heatmap_64)
-    if heatmap.ndim != 2:
-        raise ValueError(f"argmax_point_norm expects a [h, w] map, got shape {heatmap.shape}")
-    height, width = heatmap.shape
-    row, col = divmod(int(np.argmax(heatmap)), width)
-    return col / width, row / height
 
 
 def l2_distances(point_norm: Sequence[float] | np.ndarray, gaze_points_norm: np.ndarray) -> tuple[float, float]:
@@ -222,7 +206,7 @@ def videoattention_target_64(gaze_points_norm: np.ndarray, protocol: str = "gcdr
 def videoattention_auc(heatmap_64: np.ndarray | torch.Tensor, gaze_points_norm: np.ndarray,
                        protocol: str = "gcdr") -> float:
     """AUC of one VideoAttentionTarget frame on the 64x64 grid, see the module docstring."""
-    heatmap = _to_numpy(heatmap_64)
+    heatmap = as_numpy(heatmap_64)
     if heatmap.shape != (HEATMAP_SIZE, HEATMAP_SIZE):
         raise ValueError(f"VideoAttentionTarget AUC needs a 64x64 heatmap, got {heatmap.shape}")
     scores = _bytescale(heatmap) if protocol == "vat" else heatmap
@@ -246,7 +230,7 @@ def upsample_heatmap(heatmap: np.ndarray | torch.Tensor, size_hw: tuple[int, int
     out_height, out_width = int(size_hw[0]), int(size_hw[1])
     if out_height < 1 or out_width < 1:
         raise ValueError(f"output size must be positive, got {size_hw}")
-    heatmap = _to_numpy(heatmap)
+    heatmap = as_numpy(heatmap)
     if heatmap.ndim != 2:
         raise ValueError(f"upsample_heatmap expects a [h, w] map, got shape {heatmap.shape}")
     if protocol == "vat":
@@ -257,16 +241,8 @@ def upsample_heatmap(heatmap: np.ndarray | torch.Tensor, size_hw: tuple[int, int
         resized = torch.nn.functional.interpolate(tensor, size=(out_height, out_width), mode="bilinear",
                                                   align_corners=False)
         return resized[0, 0].numpy()  # [H, W] float32
-    return _skimage_resize_linear(_min_max(heatmap), (out_height, out_width))
-
-
-def _min_max(heatmap: np.ndarray) -> np.ndarray:
-    """GCDR's per-sample (P - min) / (max - min + 1e-11) (torch, float32 in its eval loop), in the map's
-    float dtype (float16 -> float32); a constant map becomes zeros."""
-    dtype = np.float64 if heatmap.dtype == np.float64 else np.float32
-    heatmap = heatmap.astype(dtype, copy=False)
-    low, high = heatmap.min(), heatmap.max()
-    return (heatmap - low) / (high - low + dtype(_GCDR_MIN_MAX_EPS))
+    # GCDR's per-sample min-max (torch, float32 in its eval loop), in the map's float dtype
+    return _skimage_resize_linear(normalize_heatmap(heatmap, keep_float64=True), (out_height, out_width))
 
 
 def _skimage_resize_linear(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -308,7 +284,7 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
              inout_scores: np.ndarray | torch.Tensor | Sequence[float] | None = None,
              dataset: str = "gazefollow", protocol: str = "gcdr",
              image_sizes_wh: Sequence[tuple[int, int] | None] | None = None,
-             per_sample: bool = False) -> dict[str, Any]:
+             per_sample: bool = False, unreadable: int = 0) -> dict[str, Any]:
     """Average metrics of predicted heatmaps over persons (GazeFollow) or frames (VideoAttentionTarget).
 
     heatmaps_64:    [N, 64, 64] (or [N, 1, 64, 64]) array/tensor, raw model output (no normalisation needed);
@@ -321,8 +297,11 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
     protocol:       "gcdr" (default) | "vat" | "gazelle", see the module docstring.
     image_sizes_wh: optional [N] (W, H) overriding ``sample.image_size_wh`` (GazeFollow AUC needs one).
     per_sample:     also return "per_sample": a list of {sample_id, auc, min_l2, avg_l2} (NaN when skipped).
+    unreadable:     persons of the test set left out before prediction because their image could not be read
+                    (gcdr.data.dataset.GazeDataset.skipped); they are not in ``samples`` and count as skipped.
 
-    Returns {"auc", "min_l2", "avg_l2", "n" (persons scored), "n_skipped", "n_total"}; for
+    Returns {"auc", "min_l2", "avg_l2", "n" (persons scored), "n_skipped" (persons not scored: no in-frame
+    gaze, or ``unreadable``), "n_unreadable", "n_total" (= n + n_skipped)}; for
     videoattentiontarget also "l2" (= avg_l2; one point per frame), "n_in" (= n, in-frame frames scored),
     and "ap" with "n_ap" (NaN / 0 without in/out scores). Means are NaN when nothing was scored.
     """
@@ -357,11 +336,18 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
     if n_skipped:
         log.info("evaluate: %d of %d samples have no in-frame gaze and are left out of AUC/L2",
                  n_skipped, len(rows))
+    unreadable = int(unreadable)
+    if unreadable < 0:
+        raise ValueError(f"unreadable must be >= 0, got {unreadable}")
+    if unreadable:
+        log.warning("evaluate: %d persons whose image could not be read are left out (counted in n_skipped)",
+                    unreadable)
     result: dict[str, Any] = {
         "auc": _mean([row[1] for row in scored]),
         "min_l2": _mean([row[2] for row in scored]),
         "avg_l2": _mean([row[3] for row in scored]),
-        "n": len(scored), "n_skipped": n_skipped, "n_total": len(rows),
+        "n": len(scored), "n_skipped": n_skipped + unreadable, "n_unreadable": unreadable,
+        "n_total": len(rows) + unreadable,
     }
     if dataset == "videoattentiontarget":
         result["l2"] = result["avg_l2"]
@@ -380,7 +366,7 @@ def evaluate_points(points_norm: np.ndarray | torch.Tensor, samples: Sequence[Pe
     Persons without an in-frame gaze are skipped and counted as in ``evaluate``; a non-finite point of a
     scored person is an error naming the sample. Returns {"min_l2", "avg_l2", "n", "n_skipped", "n_total"}.
     """
-    points = _to_numpy(points_norm).astype(np.float64).reshape(-1, 2)  # [N, 2]
+    points = as_numpy(points_norm).astype(np.float64).reshape(-1, 2)  # [N, 2]
     if len(points) != len(samples):
         raise ValueError(f"{len(points)} points for {len(samples)} samples")
     min_l2s, avg_l2s = [], []
@@ -411,7 +397,7 @@ def _videoattention_auc_of(sample: PersonSample, heatmap: np.ndarray, gaze_point
 def _inout_average_precision(inout_scores: np.ndarray | torch.Tensor | Sequence[float],
                              samples: Sequence[PersonSample]) -> tuple[float, int]:
     """sklearn average precision of in/out scores (label 1 = in frame) over samples with a known flag."""
-    scores = _to_numpy(inout_scores).astype(np.float64).ravel()  # [N]
+    scores = as_numpy(inout_scores).astype(np.float64).ravel()  # [N]
     if len(scores) != len(samples):
         raise ValueError(f"{len(scores)} in/out scores for {len(samples)} samples")
     known = np.array([s.inout in (IN_FRAME, OUT_OF_FRAME) for s in samples], bool)
@@ -448,22 +434,13 @@ def _image_size_wh(sample: PersonSample, override: tuple[int, int] | None) -> tu
 
 def _heatmap_list(heatmaps: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(heatmaps, (np.ndarray, torch.Tensor)):
-        array = _to_numpy(heatmaps)
+        array = as_numpy(heatmaps)
         if array.ndim == 4 and array.shape[1] == 1:
             array = array[:, 0]  # [N, 1, h, w] -> [N, h, w]
         if array.ndim != 3:
             raise ValueError(f"heatmaps must be [N, h, w] or [N, 1, h, w], got shape {array.shape}")
         return list(array)
-    return [_to_numpy(heatmap) for heatmap in heatmaps]
-
-
-def _to_numpy(array: np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu()
-        if array.dtype == torch.bfloat16:
-            array = array.float()
-        return array.numpy()
-    return np.asarray(array)
+    return [as_numpy(heatmap) for heatmap in heatmaps]
 
 
 def _mean(values: Sequence[float]) -> float:

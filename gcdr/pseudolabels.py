@@ -4,7 +4,9 @@ Layout of a folder::
 
     provenance.json          what produced it (stage, config, model ids, source folder, git revision, time)
     manifest.csv             one row per person, merged from the parts (written by ``finalize``)
-    summary.json             counts: persons, valid, invalid per reason
+    summary.json             counts: persons, valid, invalid per reason, expected / missing persons, and the
+                             content fingerprint of the parts it counted (written by ``finalize``, after
+                             manifest.csv: a folder is final only while its summary's fingerprint is current)
     parts/format.json                     marks a folder whose every chunk has an index (written by new folders)
     parts/<shard>-<seq>.heatmap_64.npy    [N, 64, 64] float16, min-max normalised to [0, 1] (zeros if invalid)
     parts/<shard>-<seq>.raw.npy           [N, h, w] float32 raw maps on the producing model's grid (optional)
@@ -43,11 +45,11 @@ import numpy as np
 import pandas as pd
 
 from gcdr.atomic import atomic_path, write_json_atomic
+from gcdr.heatmaps import HEATMAP_SIZE
 from gcdr.provenance import PROVENANCE_FILE
 
 log = logging.getLogger(__name__)
 
-HEATMAP_SIZE = 64
 FORMAT_FILE = "format.json"      # in parts/: every chunk of this folder has an index
 INDEX_SUFFIX = ".index.json"
 INDEX_VERSION = 1
@@ -76,12 +78,6 @@ class PseudoLabel:
     head_box_xyxy_px: tuple[float, float, float, float] = (np.nan, np.nan, np.nan, np.nan)
     source: str = ""
     extra: dict = field(default_factory=dict)
-
-
-def normalize_heatmap(heatmap: np.ndarray, eps: float = 1e-11) -> np.ndarray:
-    """Min-max normalise to [0, 1] as GCDR does, (h - min) / (max - min + eps); float32."""
-    heatmap = np.asarray(heatmap, np.float32)
-    return (heatmap - heatmap.min()) / (heatmap.max() - heatmap.min() + eps)
 
 
 def resize_to_64(raw_map: np.ndarray) -> np.ndarray:
@@ -514,12 +510,40 @@ def read_manifest(folder: str | Path, merged: bool = True, checksums: bool = Tru
     return _merge(chunks)
 
 
+SUMMARY_FILE = "summary.json"
+
+
+class IncompleteFolderError(PseudoLabelFolderError):
+    """A pseudo-label folder that is not final (its stage did not finish) or lacks persons a stage needs."""
+
+
+def content_fingerprint(folder: str | Path) -> str:
+    """sha256 over the folder's done chunks: each chunk's index (which records the sha256 of its files), or for a
+    chunk written without one, its CSV and the sizes of its arrays. Cheap (no map is read); any change to the
+    parts changes it, finalize / manifest.csv / previews do not."""
+    parts = Path(folder) / "parts"
+    digest = hashlib.sha256()
+    for chunk in _chunk_names(parts) if parts.is_dir() else []:
+        digest.update(f"{chunk}\n".encode())
+        index = parts / f"{chunk}{INDEX_SUFFIX}"
+        if index.exists():
+            digest.update(index.read_bytes())
+        else:
+            digest.update((parts / f"{chunk}.csv").read_bytes())
+            for suffix in (".heatmap_64.npy", ".raw.npy"):
+                array = parts / f"{chunk}{suffix}"
+                digest.update(f"{suffix}:{array.stat().st_size if array.exists() else -1}\n".encode())
+    return digest.hexdigest()
+
+
 def finalize(folder: str | Path, expected_ids: list[str] | None = None) -> dict:
     """Merge the parts into ``manifest.csv`` and write ``summary.json``; return the summary.
 
     ``expected_ids``: the sample ids the folder should cover; missing ones are counted (and logged).
+    The summary records the :func:`content_fingerprint` of the parts it was made from (``fingerprint``).
     """
     folder = Path(folder)
+    fingerprint = content_fingerprint(folder)
     manifest = read_manifest(folder, merged=False)
     duplicated = manifest["sample_id"].duplicated(keep="last")
     if duplicated.any():
@@ -536,8 +560,78 @@ def finalize(folder: str | Path, expected_ids: list[str] | None = None) -> dict:
         summary["missing"] = len(missing)
         if missing:
             log.warning("%s: %d expected samples are missing, e.g. %s", folder, len(missing), missing[:3])
-    write_json_atomic(folder / "summary.json", summary)
+    summary["fingerprint"] = fingerprint
+    write_json_atomic(folder / SUMMARY_FILE, summary)
     return summary
+
+
+def _finish_hint(folder: Path) -> str:
+    """How to finish the stage that writes ``folder``, from its provenance.json."""
+    try:
+        record = json.loads((folder / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    request = record.get("request") if isinstance(record.get("request"), dict) else {}
+    stage = record.get("stage")
+    if stage == "gradcam":
+        return f"`make gradcam SPLIT={record.get('split', '...')}`"
+    if stage == "refine":
+        method = request.get("method", "...")
+        return f"`make refine METHOD={method}" + (f" T={request['T']}`" if "T" in request else "`")
+    return f"`{record['command']}`" if record.get("command") else "the stage that wrote it"
+
+
+def check_final(folder: str | Path, expected_ids, present_ids=None, what: str = "") -> dict:
+    """The summary of a final folder that holds every id of ``expected_ids``; else :class:`IncompleteFolderError`.
+
+    Final: ``summary.json`` exists, its fingerprint is that of the parts now (no chunk was added, removed or
+    changed since ``finalize``; a summary without one, from an older gcdr, must count the persons there are) and
+    provenance.json, when present, does not say the stage is still running.
+    ``present_ids``: the folder's sample ids when already read (else read from the parts).
+    ``what``: names ``expected_ids`` in the message (e.g. "split 'unlabeled'").
+    Returns the summary, its ``fingerprint`` filled in for older folders.
+    """
+    folder = Path(folder)
+    expected = list(dict.fromkeys(str(i) for i in expected_ids))
+    if present_ids is None:
+        present_ids = read_manifest(folder, merged=False)["sample_id"]
+    present = set(present_ids)
+    missing = [i for i in expected if i not in present]
+    fingerprint = content_fingerprint(folder)
+    try:
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        summary = summary if isinstance(summary, dict) else None
+    except (OSError, ValueError):
+        summary = None
+    try:
+        status = json.loads((folder / PROVENANCE_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if summary is None:
+        why = "it has no summary.json: its stage did not finish"
+    elif status == "running":
+        why = "provenance.json says its stage is still running or was interrupted"
+    elif summary.get("fingerprint", fingerprint) != fingerprint:
+        why = "its parts changed after summary.json was written"
+    elif "fingerprint" not in summary and summary.get("persons") != len(present):
+        why = f"summary.json counts {summary.get('persons')} persons, the parts hold {len(present)}"
+    else:
+        why = ""
+    hint = _finish_hint(folder)
+    if why or (missing and summary.get("missing")):
+        if not why:
+            why = f"summary.json counts {summary['missing']} of {summary.get('expected')} persons missing"
+        if missing:
+            count = f"{len(missing)} of {len(expected)} persons{f' of {what}' if what else ''} missing"
+            raise IncompleteFolderError(f"{folder} is incomplete ({count}; {why}): finish it with {hint} first")
+        raise IncompleteFolderError(f"{folder} is not final ({why}): finish it with {hint} first")
+    if missing:
+        raise IncompleteFolderError(
+            f"{folder} lacks {len(missing)} of {len(expected)} persons{f' of {what}' if what else ''} (e.g. "
+            f"{missing[0]!r}) although its stage finished: it was made for other persons (another split or "
+            f"--limit); make it for them with {hint}")
+    return {**summary, "fingerprint": fingerprint}
 
 
 class PseudoLabelFolder:

@@ -184,7 +184,7 @@ def student_table(plan: Plan):
     """One row per finished student run: student, seed, ratio, source and its final test metrics."""
     import pandas as pd
 
-    from gcdr.demo_report import read_student_metrics
+    from gcdr_tools.report import read_student_metrics
 
     rows = []
     for run in plan.runs:
@@ -199,7 +199,7 @@ def quality_table(cfg: dict[str, Any], plan: Plan):
     """Pseudo-label quality per (source, seed, ratio) on that split's unlabeled in-frame persons."""
     import pandas as pd
 
-    from gcdr.demo_report import pseudo_label_quality
+    from gcdr_tools.report import pseudo_label_quality
 
     rows = []
     for (source, seed, ratio), folder in plan.pseudo_folders.items():

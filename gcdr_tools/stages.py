@@ -40,7 +40,7 @@ def run_stages(stages: list[Stage], run: Callable[[Stage], None], jobs: int = 2)
     for stage in stages:
         unknown = [a for a in stage.after if a not in names or names.index(a) >= names.index(stage.name)]
         if unknown:
-            raise ValueError(f"demo stage {stage.name!r} waits for {unknown}: not an earlier stage")
+            raise ValueError(f"stage {stage.name!r} waits for {unknown}: not an earlier stage")
     pending, running, done = list(stages), {}, set()
     timings: dict[str, float] = {}
     failure: tuple[str, BaseException] | None = None
@@ -51,7 +51,7 @@ def run_stages(stages: list[Stage], run: Callable[[Stage], None], jobs: int = 2)
         return time.perf_counter() - start
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
-            tqdm(total=len(stages), desc="demo", unit="stage") as bar:
+            tqdm(total=len(stages), desc="stages", unit="stage") as bar:
         while (pending and failure is None) or running:
             for stage in [s for s in pending if set(s.after) <= done][:max(0, jobs - len(running))]:
                 if failure is not None:
@@ -72,7 +72,7 @@ def run_stages(stages: list[Stage], run: Callable[[Stage], None], jobs: int = 2)
                 bar.update()
                 log.info("[%s] done in %.1f s", stage.name, timings[stage.name])
     if failure is not None:
-        raise RuntimeError(f"demo stage {failure[0]!r} failed: {failure[1]}") from failure[1]
+        raise RuntimeError(f"stage {failure[0]!r} failed: {failure[1]}") from failure[1]
     return timings
 
 

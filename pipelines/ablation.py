@@ -15,6 +15,7 @@ import time
 from gcdr import paths
 from gcdr.atomic import write_text_atomic
 from gcdr.config import add_config_args, load_config, section
+from gcdr.locking import run_stage
 from gcdr.provenance import write_provenance
 from gcdr_tools.ablation import (
     AblationConfig,
@@ -64,4 +65,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

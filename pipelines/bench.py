@@ -29,6 +29,7 @@ from gcdr import paths
 from gcdr.atomic import write_json_atomic, write_text_atomic
 from gcdr.benchmark_memory import preload, run_in_fresh_process, start_method
 from gcdr.config import add_config_args, config_from_args
+from gcdr.locking import run_stage
 from gcdr.provenance import git_revision
 
 log = logging.getLogger("gcdr.bench")
@@ -270,4 +271,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

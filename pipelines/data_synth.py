@@ -12,6 +12,7 @@ import logging
 
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+from gcdr.locking import run_stage
 
 log = logging.getLogger("pipelines.data_synth")
 
@@ -39,4 +40,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

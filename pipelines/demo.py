@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from gcdr.config import add_config_args
+from gcdr.locking import run_stage
 from pipelines.ablation import run_ablation
 
 DEMO_OVERRIDES = ["ablation.seeds=[0]", "ablation.ratios=[0.1]", "ablation.sweep_ratio=0.1"]
@@ -48,4 +49,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

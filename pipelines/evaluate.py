@@ -5,6 +5,10 @@
 The checkpoint stores its model config, so it rebuilds itself (VAT or Gaze-LLE; a Gaze-LLE checkpoint
 names its DINOv2 backbone, which must be reachable). Prints the metric table (gcdr.metrics.evaluate) and
 writes it as JSON next to the checkpoint (``<ckpt stem>.test_metrics.json``) or to --out.
+
+Unreadable test images (missing, empty, undecodable): ``dataset.on_error: raise`` stops with an
+ImageReadError naming the file; ``skip`` leaves their persons out before prediction (no person is ever scored
+on another person's image) and counts them in ``n_skipped`` / ``n_unreadable``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,15 @@ import torch
 from gcdr.atomic import write_json_atomic
 from gcdr.config import add_config_args, config_from_args
 from gcdr.data import load_samples
+from gcdr.locking import run_stage
 from gcdr.metrics import evaluate
 from gcdr.provenance import provenance
-from gcdr.students.training import dataset_for_student, load_student, predict_dataset
+from gcdr.students.training import (
+    configured_gazelle_backbone,
+    dataset_for_student,
+    load_student,
+    predict_dataset,
+)
 
 log = logging.getLogger("gcdr.evaluate")
 
@@ -32,24 +42,29 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt: str | Path, protocol: str = "
                         device: str | None = None, num_workers: int = 0) -> dict[str, Any]:
     """Metrics of checkpoint ``ckpt`` on ``load_samples(cfg, "test")``."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, checkpoint = load_student(ckpt)
+    model, checkpoint = load_student(ckpt, backbone=configured_gazelle_backbone(cfg))
     config = checkpoint["model_config"]
     dataset_cfg = cfg.get("dataset") or {}
     dataset_format = dataset_cfg.get("format", "gazefollow")
     if protocol == "auto":
         protocol = "gazelle" if config["model"] == "gazelle" else "gcdr"
-    dataset = dataset_for_student(load_samples(cfg, "test"), config, dataset_cfg.get("on_error", "raise"),
-                                  dataset_format)
+    on_error = dataset_cfg.get("on_error", "raise")
+    dataset = dataset_for_student(load_samples(cfg, "test"), config, on_error, dataset_format)
+    if on_error == "skip":
+        dataset.drop_unreadable()  # else the dataset would put another person's image in their place
     heatmaps, inout = predict_dataset(model, dataset, batch_size, device, num_workers)
-    samples = [dataset.sample(i) for i in range(len(dataset))]
-    metrics = evaluate(heatmaps, samples, inout_scores=inout if dataset_format == "videoattentiontarget" else None,
-                       dataset=dataset_format, protocol=protocol)
+    # an image that became unreadable since (seen only with num_workers=0) is left out too, never scored
+    read = [i for i in range(len(dataset)) if i not in dataset.unreadable]
+    samples = [dataset.sample(i) for i in read]
+    scores = inout[read] if inout is not None and dataset_format == "videoattentiontarget" else None
+    metrics = evaluate(heatmaps[read], samples, inout_scores=scores, dataset=dataset_format, protocol=protocol,
+                       unreadable=len(dataset.skipped) + len(dataset) - len(read))
     return {"metrics": metrics, "protocol": protocol, "dataset": dataset_format, "checkpoint": str(ckpt),
             "model_config": config, "checkpoint_epoch": checkpoint.get("epoch")}
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    keys = [k for k in ("auc", "avg_l2", "min_l2", "ap", "n", "n_skipped") if k in metrics]
+    keys = [k for k in ("auc", "avg_l2", "min_l2", "ap", "n", "n_skipped", "n_unreadable") if k in metrics]
     header = "| " + " | ".join(keys) + " |"
     rule = "|" + "|".join("---" for _ in keys) + "|"
     values = "| " + " | ".join(f"{metrics[k]:.4f}" if isinstance(metrics[k], float) else str(metrics[k])
@@ -81,4 +96,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

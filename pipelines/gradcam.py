@@ -8,7 +8,9 @@ For every person of ``gradcam.split``: draw the person's box in green, ask ``vqa
 key noun and store the Grad-CAM of its token (``gradcam.method`` / ``layer`` / ``target``) in the pseudo-label
 folder ``<out_root>/pseudo/gradcam-<split>/`` (raw patch-grid maps + normalised 64x64 maps + manifest with
 answer, key noun and validity). Resumable: persons already in the folder are skipped. With several processes
-each writes its own shard (``rank<i>``) and the main process merges the manifest at the end.
+each writes its own shard (``rank<i>``) and the main process merges the manifest at the end. The main process
+locks the folder for the run (gcdr.locking: a second run on it is refused; a killed run's temporary files are
+removed); the folder is final once summary.json is written (what refine checks).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 
 from gcdr import paths
 from gcdr.config import add_config_args, config_from_args, section
+from gcdr.locking import folder_lock, run_stage
 from gcdr.provenance import write_provenance
 from gcdr.pseudolabels import PseudoLabelWriter, finalize
 from gcdr.vqa.annotate import gradcam_pseudolabels
@@ -53,8 +56,14 @@ def main(argv: list[str] | None = None) -> dict:
     samples = load_samples(cfg, cam_cfg.split)[: args.limit]
     details = dict(model=vqa_cfg.model, method=cam_cfg.method, layer=cam_cfg.layer, target=cam_cfg.target,
                    question=vqa_cfg.question, split=cam_cfg.split, persons=len(samples))
+    with folder_lock(out_dir, enabled=state.is_main_process):  # held by the main process for all of them
+        return _write_folder(args, cfg, state, vqa_cfg, cam_cfg, on_error, out_dir, samples, details)
+
+
+def _write_folder(args, cfg, state, vqa_cfg: VqaConfig, cam_cfg: GradcamConfig, on_error: str, out_dir,
+                  samples, details: dict) -> dict:
+    """Stage 1 proper, under the folder's lock: provenance, this process's shard, finalize (main process)."""
     if state.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
         write_provenance(out_dir, "gradcam", cfg, status="running", **details)
     state.wait_for_everyone()
 
@@ -84,4 +93,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

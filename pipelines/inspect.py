@@ -18,6 +18,7 @@ import dataclasses
 import logging
 
 from gcdr.config import add_config_args, config_from_args, section
+from gcdr.locking import run_stage
 from gcdr.pseudolabels import PseudoLabelFolder
 from gcdr_tools.gallery import (
     GROUND_TRUTH_SPLITS,
@@ -88,4 +89,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

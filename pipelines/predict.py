@@ -26,10 +26,15 @@ from gcdr.atomic import atomic_path
 from gcdr.config import add_config_args, config_from_args
 from gcdr.data.headboxes import read_headbox_folder
 from gcdr.data.images import load_image_rgb
-from gcdr.metrics import argmax_point_norm
+from gcdr.heatmaps import argmax_point_norm, normalize_heatmap
+from gcdr.locking import run_stage
 from gcdr.provenance import write_provenance
-from gcdr.pseudolabels import normalize_heatmap
-from gcdr.students.training import dataset_for_student, load_student, predict_dataset
+from gcdr.students.training import (
+    configured_gazelle_backbone,
+    dataset_for_student,
+    load_student,
+    predict_dataset,
+)
 
 log = logging.getLogger("gcdr.predict")
 
@@ -59,14 +64,14 @@ def draw_predictions(image_rgb: np.ndarray, heatmaps_64: list[np.ndarray], head_
 
 def predict_folder(ckpt: str | Path, images_dir: str | Path, heads: list[str], out_dir: str | Path,
                    batch_size: int = 32, device: str | None = None, on_error: str = "raise",
-                   box_convention: str = "gazefollow") -> pd.DataFrame:
+                   box_convention: str = "gazefollow", backbone: str | None = None) -> pd.DataFrame:
     """Predict every person of every image that a head-box file names; draw and tabulate. Returns the table.
 
     box_convention: the head-box convention the student was trained with ("gazefollow": VAT enlarges boxes
     by 10 %; "videoattentiontarget": as given). Gaze-LLE never enlarges.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, checkpoint = load_student(ckpt)
+    model, checkpoint = load_student(ckpt, backbone=backbone)
     samples = read_headbox_folder(images_dir, heads, on_error)
     if not samples:
         raise SystemExit(f"no persons found in {heads} for images in {images_dir}")
@@ -113,10 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out) if args.out else paths.out_root(cfg) / "predict" / f"{ckpt.parent.name}-{ckpt.stem}"
     box_convention = (cfg.get("dataset") or {}).get("format", "gazefollow")  # as the student was trained
     table = predict_folder(ckpt, args.images, heads, out_dir, args.batch_size, args.device, args.on_error,
-                           box_convention)
+                           box_convention, backbone=configured_gazelle_backbone(cfg))
     write_provenance(out_dir, "predict", cfg, checkpoint=str(ckpt), images=args.images, heads=heads)
     print(table.to_string(index=False, max_rows=20))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

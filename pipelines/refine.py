@@ -17,13 +17,18 @@ Reads the pseudo-label folder ``--src`` (default gcdr.paths.gradcam_dir(cfg, spl
 - ``argmax``: a sigma-3 Gaussian at the argmax of the raw Grad-CAM grid, x = (idx mod w) / w,
   y = (idx div w) / h, no half-cell offset (docs/method.md#baselines-raw-grad-cam-and-argmax); the 64x64 map when no raw grid is stored.
 
-Persons whose Grad-CAM is invalid stay invalid (same reason); persons absent from the source folder are
-written invalid with reason "missing"; a refinement that comes out constant or not finite (e.g. from an
-untrained teacher) is written invalid with reason "refined_" + gcdr.pseudolabels.invalid_reason. Noise is drawn per person from (refine.seed, sample id), so the
-output does not depend on the batch size, the number of processes or on resuming. Resumable: persons
-already in the output folder are skipped; a folder made with other settings (source, teacher, T, steps,
-samples, seed, eta, semantics) is refused. Previews (source | result overlays) for the first
-``refine.previews`` persons; provenance.json records the lineage.
+The source must be final and hold every person of the split (gcdr.pseudolabels.check_final): a folder
+its stage did not finish (killed, still running, changed since) or that lacks persons of the split is
+refused with one line saying which stage to finish; its content fingerprint is part of the request, so a
+refined folder made from another version of the source is refused as made with other settings, never taken
+as done. Persons whose Grad-CAM is invalid stay invalid (same reason); a refinement that comes out constant
+or not finite (e.g. from an untrained teacher) is written invalid with reason "refined_" +
+gcdr.pseudolabels.invalid_reason. Noise is drawn per person from (refine.seed, sample id), so the output
+does not depend on the batch size, the number of processes or on resuming. Resumable: persons already in
+the output folder are skipped; a folder made with other settings (source and its fingerprint, teacher, T,
+steps, samples, seed, eta, semantics) is refused. The output folder is locked while the stage runs
+(gcdr.locking: a second run on it is refused; temporary files of a killed run are removed). Previews
+(source | result overlays) for the first ``refine.previews`` persons; provenance.json records the lineage.
 """
 
 from __future__ import annotations
@@ -50,16 +55,16 @@ from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset, gaze_collate
 from gcdr.data.images import ImageReadError, load_image_rgb
 from gcdr.data.sample import PersonSample
-from gcdr.data.transforms import gaussian_heatmap_64
-from gcdr.metrics import argmax_point_norm
+from gcdr.heatmaps import argmax_point_norm, gaussian_heatmap_64, normalize_heatmap
+from gcdr.locking import folder_lock, run_stage
 from gcdr.provenance import PROVENANCE_FILE, write_provenance
 from gcdr.pseudolabels import (
     PseudoLabel,
     PseudoLabelFolder,
     PseudoLabelWriter,
+    check_final,
     finalize,
     invalid_reason,
-    normalize_heatmap,
 )
 from gcdr.teacher.config import RefineConfig
 from gcdr.teacher.diffusion import make_ddim_scheduler, noise_for_samples, refine_heatmaps, refine_timesteps
@@ -156,6 +161,9 @@ def run(cfg: dict[str, Any], src: str | Path | None = None, out: str | Path | No
     source = PseudoLabelFolder(src_dir)
     out_dir = Path(out) if out else paths.refined_dir(cfg, refine.method, refine.T, split)
     samples = load_samples(cfg, split)[:limit]
+    # a source its stage did not finish, or without every person of the split, is refused (never "missing" rows)
+    what = f"split {split!r}" + (f" (first {limit})" if limit is not None else "")
+    source_summary = check_final(src_dir, [s.sample_id for s in samples], source.sample_ids, what)
     outside = len(set(source.sample_ids) - {s.sample_id for s in samples})
     if outside:
         log.info("%s: %d persons are not in split %r (limit %s) and are ignored", src_dir, outside, split, limit)
@@ -164,22 +172,42 @@ def run(cfg: dict[str, Any], src: str | Path | None = None, out: str | Path | No
     if refine.cpu_threads and state.device.type == "cpu":
         torch.set_num_threads(refine.cpu_threads)
 
-    request: dict[str, Any] = {"method": refine.method, "source": str(src_dir.resolve()), "split": split}
+    request: dict[str, Any] = {"method": refine.method, "source": str(src_dir.resolve()), "split": split,
+                               "source_fingerprint": source_summary["fingerprint"]}
     model = None
     if refine.method == "gcdr":
         teacher_dir = Path(refine.teacher) if refine.teacher else paths.teacher_dir(cfg) / "model"
         model = GazeDiffusionTeacher.from_pretrained(teacher_dir).to(state.device).eval()
+        if refine.T > model.config.num_train_timesteps:  # refused before anything is written
+            raise SystemExit(f"refine.T={refine.T} is beyond the {model.config.num_train_timesteps} diffusion steps "
+                             f"of the teacher in {teacher_dir}; use T in [0, {model.config.num_train_timesteps}] "
+                             f"({model.config.num_train_timesteps} = sampling from pure noise)")
         request.update(teacher=str(teacher_dir.resolve()), teacher_sha256=file_sha256(teacher_dir / WEIGHTS_FILE),
                        T=refine.T, steps=refine.steps, samples=refine.samples, seed=refine.seed, eta=refine.eta,
                        semantics=refine.semantics)
     details = dict(request=request, source_provenance=source.provenance.get("stage"), persons=len(samples))
     if state.is_main_process:
         check_request(out_dir, request)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_provenance(out_dir, STAGE, cfg, status="running", **details)
-    state.wait_for_everyone()
+    # the main process holds the output folder's lock for all processes (and clears a killed run's temporaries)
+    with folder_lock(out_dir, enabled=state.is_main_process):
+        if state.is_main_process:
+            write_provenance(out_dir, STAGE, cfg, status="running", **details)
+        state.wait_for_everyone()
+        seconds = write_refined(samples[state.process_index:: state.num_processes], source, out_dir, refine, cfg,
+                                model, state, show)
+        state.wait_for_everyone()
+        summary: dict[str, Any] = {}
+        if state.is_main_process:
+            summary = finalize(out_dir, expected_ids=[s.sample_id for s in samples])
+            write_provenance(out_dir, STAGE, cfg, status="done", summary=summary, seconds_last_run=round(seconds, 2),
+                             **details)
+            log.info("%s: %s", out_dir, summary)
+    return summary
 
-    shard = samples[state.process_index:: state.num_processes]
+
+def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir: Path, refine: RefineConfig,
+                  cfg: dict[str, Any], model: GazeDiffusionTeacher | None, state: PartialState, show: bool) -> float:
+    """This process's persons (every one in ``source``) refined into ``out_dir``; returns the seconds taken."""
     start = time.perf_counter()
     previews = refine.previews if state.is_main_process else 0
     with PseudoLabelWriter(out_dir, shard=f"rank{state.process_index}", chunk_size=256,
@@ -189,9 +217,7 @@ def run(cfg: dict[str, Any], src: str | Path | None = None, out: str | Path | No
                  len(todo), len(shard), refine.method, out_dir)
         to_compute = []
         for sample in todo:
-            if sample.sample_id not in source:
-                writer.add(output_label(sample, np.zeros((64, 64), np.float32), None, False, "missing"))
-            elif not source.is_valid(sample.sample_id):
+            if not source.is_valid(sample.sample_id):
                 label = source.get(sample.sample_id)
                 writer.add(output_label(sample, np.zeros((64, 64), np.float32), label, False, label.invalid_reason))
             else:
@@ -208,14 +234,7 @@ def run(cfg: dict[str, Any], src: str | Path | None = None, out: str | Path | No
     seconds = time.perf_counter() - start
     log.info("rank %d: %d persons in %.1f s (%.1f persons/s)", state.process_index, len(todo), seconds,
              len(todo) / max(seconds, 1e-9))
-    state.wait_for_everyone()
-    summary: dict[str, Any] = {}
-    if state.is_main_process:
-        summary = finalize(out_dir, expected_ids=[s.sample_id for s in samples])
-        write_provenance(out_dir, STAGE, cfg, status="done", summary=summary, seconds_last_run=round(seconds, 2),
-                         **details)
-        log.info("%s: %s", out_dir, summary)
-    return summary
+    return seconds
 
 
 def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample], source: PseudoLabelFolder,
@@ -265,6 +284,11 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
             writer.add(output_label(sample, np.zeros((64, 64), np.float32), source.get(sample.sample_id), False,
                                     "image_unreadable"))
             log.warning("%s: %s", sample.sample_id, error)
+    for sample in dataset.samples:  # replaced in a loader worker (whose ``unreadable`` this process never sees)
+        if sample.sample_id not in writer.done_ids:
+            writer.add(output_label(sample, np.zeros((64, 64), np.float32), source.get(sample.sample_id), False,
+                                    "image_unreadable"))
+            log.warning("%s: its image could not be read (on_error: skip)", sample.sample_id)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -281,4 +305,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

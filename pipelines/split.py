@@ -23,6 +23,7 @@ from typing import Any
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data import DatasetConfig
 from gcdr.data.splits import make_split
+from gcdr.locking import run_stage
 from gcdr.paths import ratio_text, split_files
 from gcdr.provenance import PROVENANCE_FILE, write_provenance
 
@@ -105,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_stage(main))

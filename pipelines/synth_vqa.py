@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from gcdr.config import add_config_args, config_from_args
+from gcdr.locking import run_stage
 from gcdr.provenance import PROVENANCE_FILE
 from gcdr.vqa.synth_vqa import METRICS_FILE, train_synth_vqa
 
@@ -49,4 +50,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

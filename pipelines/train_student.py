@@ -20,6 +20,12 @@ CPU, GPU, several GPUs, mixed precision and gradient accumulation come from Acce
 (``accelerate launch --num_processes 2 --mixed_precision bf16 -m pipelines.train_student ...``; every
 process takes its own batches, so the effective batch is batch_size x processes). A run resumes from
 last.pt at the epoch it reached; a finished run is left alone (--restart starts over).
+
+The pseudo-label folder must be final and hold every unlabeled person (gcdr.pseudolabels.check_final: a
+folder its stage did not finish is refused with one line saying which stage to finish), and its content
+fingerprint is part of the run's fingerprint: a run made with another version of the folder is not resumed
+or taken as finished. The main process locks the output folder for the run (gcdr.locking). With
+``dataset.on_error: skip`` unreadable test images are left out before evaluation and counted (``n_skipped``).
 """
 
 from __future__ import annotations
@@ -44,9 +50,10 @@ from gcdr.checkpoints import load_torch_file
 from gcdr.config import add_config_args, config_from_args
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset
+from gcdr.locking import folder_lock, run_stage
 from gcdr.metrics import evaluate
 from gcdr.provenance import write_provenance
-from gcdr.pseudolabels import PseudoLabelFolder
+from gcdr.pseudolabels import PseudoLabelFolder, check_final
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
 from gcdr.students.gazelle import GazeLLE
 from gcdr.students.training import (
@@ -71,13 +78,27 @@ log = logging.getLogger("gcdr.train_student")
 BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_threads")
 
 
-def training_set(cfg: dict[str, Any], pseudo: str | None, student: StudentConfig) -> tuple[TrainingSet, Any]:
-    """(labeled + valid pseudo-labeled persons, the pseudo-label folder or None)."""
+def open_pseudo(cfg: dict[str, Any], pseudo: str | None) -> tuple[PseudoLabelFolder | None, str | None]:
+    """(the pseudo-label folder, its content fingerprint), or (None, None) without one.
+
+    The folder must be final and hold every person of the unlabeled split (gcdr.pseudolabels.check_final):
+    a folder its stage did not finish, or one made for other persons, raises a one-line error.
+    """
+    if pseudo is None:
+        return None, None
+    folder = PseudoLabelFolder(pseudo)
+    ratio = float(cfg["split"]["ratio"])
+    expected = [s.sample_id for s in load_samples(cfg, "unlabeled")] if ratio < 1.0 else []
+    summary = check_final(folder.folder, expected, folder.sample_ids, "split 'unlabeled'")
+    return folder, summary["fingerprint"]
+
+
+def training_set(cfg: dict[str, Any], folder: PseudoLabelFolder | None, student: StudentConfig) -> TrainingSet:
+    """Labeled + valid pseudo-labeled persons (of ``folder``, or none)."""
     ratio = float(cfg["split"]["ratio"])
     labeled = load_samples(cfg, "train" if ratio >= 1.0 else "labeled")
-    folder = PseudoLabelFolder(pseudo) if pseudo else None
     unlabeled = load_samples(cfg, "unlabeled") if folder is not None and ratio < 1.0 else []
-    return assemble_training_set(labeled, unlabeled, folder, student.unlabeled_inout), folder
+    return assemble_training_set(labeled, unlabeled, folder, student.unlabeled_inout)
 
 
 def make_datasets(cfg: dict[str, Any], student: StudentConfig, train_set: TrainingSet, folder, model,
@@ -90,6 +111,11 @@ def make_datasets(cfg: dict[str, Any], student: StudentConfig, train_set: Traini
     use_cache = student.feature_cache and isinstance(model, GazeLLE)
     train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled, pseudo=folder,
                            seed=student.seed, **common)
+    if common["on_error"] == "skip":
+        # evaluation must not score a person on another person's image (what a replaced item would be), and
+        # the feature cache keys its labels by position: drop unreadable persons now (they are counted)
+        for dataset in (test_ds, train_ds) if use_cache else (test_ds,):
+            dataset.drop_unreadable()
     if not use_cache:
         return train_ds, test_ds
     cache = FeatureCache(paths.out_root(cfg) / "cache" / "gazelle-features", config["backbone"],
@@ -107,7 +133,10 @@ def make_datasets(cfg: dict[str, Any], student: StudentConfig, train_set: Traini
 @torch.no_grad()
 def evaluate_student(model, loader, dataset, accelerator: Accelerator, student: StudentConfig,
                      dataset_format: str) -> dict[str, Any]:
-    """Test metrics (gcdr.metrics.evaluate) of the student on ``loader``; every process returns them."""
+    """Test metrics (gcdr.metrics.evaluate) of the student on ``loader``; every process returns them.
+
+    Each person is scored once, on its own image: an item a skip-mode dataset replaced by another (its image
+    became unreadable) is left out and counted in ``n_skipped``, with the persons dropped before."""
     model.eval()
     indices, heatmaps, inouts = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not accelerator.is_local_main_process):
@@ -120,10 +149,13 @@ def evaluate_student(model, loader, dataset, accelerator: Accelerator, student: 
         heatmaps.append(heatmap.float().cpu())
         inouts.append(inout.float().cpu())
     order = torch.cat(indices).tolist()
-    samples = [dataset.sample(i) for i in order]
-    inout_scores = torch.cat(inouts).numpy() if dataset_format == "videoattentiontarget" else None
-    metrics = evaluate(torch.cat(heatmaps).numpy(), samples, inout_scores=inout_scores,
-                       dataset=dataset_format, protocol=student.protocol)
+    first = sorted({i: row for row, i in reversed(list(enumerate(order)))}.values())  # rows of distinct items
+    samples = [dataset.sample(order[row]) for row in first]
+    inout_scores = torch.cat(inouts).numpy()[first] if dataset_format == "videoattentiontarget" else None
+    base = getattr(dataset, "base", dataset)  # a CachedFeatureDataset's GazeDataset
+    unreadable = len(getattr(base, "skipped", [])) + len(dataset) - len(first)
+    metrics = evaluate(torch.cat(heatmaps).numpy()[first], samples, inout_scores=inout_scores,
+                       dataset=dataset_format, protocol=student.protocol, unreadable=unreadable)
     return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
 
 
@@ -131,11 +163,17 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     write_csv_atomic(path, history)
 
 
-def fingerprint(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None) -> dict[str, Any]:
-    """What defines a run (everything but the budget): a resumed run must match it."""
+def fingerprint(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None,
+                pseudo_fingerprint: str | None = None) -> dict[str, Any]:
+    """What defines a run (everything but the budget): a resumed run must match it. ``pseudo_fingerprint``:
+    the content fingerprint of the pseudo-label folder (gcdr.pseudolabels.content_fingerprint); absent for a
+    run without one, so that labeled-only runs of older versions still resume."""
     values = {k: v for k, v in dataclasses.asdict(student).items() if k not in BUDGET_FIELDS}
-    return {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
-            "dataset": dict(cfg.get("dataset") or {})}
+    run = {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
+           "dataset": dict(cfg.get("dataset") or {})}
+    if pseudo:
+        run["pseudo_fingerprint"] = pseudo_fingerprint
+    return run
 
 
 def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str | Path | None = None,
@@ -149,18 +187,27 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
     main = accelerator.is_main_process
     if student.cpu_threads and accelerator.device.type == "cpu":
         torch.set_num_threads(student.cpu_threads)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    run_id = fingerprint(student, cfg, pseudo)
+    folder, pseudo_fingerprint = open_pseudo(cfg, pseudo)  # refused unless final and complete
+    run_id = fingerprint(student, cfg, pseudo, pseudo_fingerprint)
+    # the main process holds the output folder's lock for all processes (and clears a killed run's temporaries)
+    with folder_lock(out_dir, enabled=main):
+        return _train_student(cfg, student, pseudo, folder, out_dir, accelerator, run_id, restart)
 
+
+def _train_student(cfg: dict[str, Any], student: StudentConfig, pseudo: str | None,
+                   folder: PseudoLabelFolder | None, out_dir: Path, accelerator: Accelerator,
+                   run_id: dict[str, Any], restart: bool) -> dict[str, Any]:
+    main = accelerator.is_main_process
     resume = None
     last_path = out_dir / "last.pt"
     if last_path.exists() and not restart:
         resume = load_torch_file(last_path, map_location="cpu", weights_only=False,
                                  hint="delete it or pass --restart to train from scratch")
         if resume.get("fingerprint") != run_id:
-            raise SystemExit(f"{last_path} belongs to a run with other settings; use --restart to start over "
-                             "(or another OUT)")
+            previous = resume.get("fingerprint") if isinstance(resume.get("fingerprint"), dict) else {}
+            changed = sorted(k for k in {*run_id, *previous} if previous.get(k) != run_id.get(k))
+            raise SystemExit(f"{last_path} belongs to a run with other settings ({', '.join(changed)} changed); "
+                             "use --restart to start over (or another OUT)")
         metrics_path = out_dir / "metrics.json"
         finished = resume["epoch"] >= student.epochs or (student.max_steps and resume["global_step"] >= student.max_steps)
         if finished and metrics_path.exists() and _read_json(metrics_path).get("final", {}).get("epoch") == resume["epoch"]:
@@ -174,7 +221,7 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
     model = build_student(config)
     if student.init_weights and resume is None:
         load_init_weights(model, student.init_weights)
-    train_set, folder = training_set(cfg, pseudo, student)
+    train_set = training_set(cfg, folder, student)
     train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, config, accelerator)
 
     sampler = EpochBatchSampler(train_set.labeled_indices, train_set.unlabeled_indices, student.batch_size,
@@ -204,7 +251,8 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
         raise SystemExit(f"dataset.format {dataset_format!r} has no test labels to train / evaluate a student")
     if main:
         write_provenance(out_dir, "train_student", cfg, model_config=config, pseudo=pseudo or "none",
-                         pseudo_provenance=folder.provenance if folder else None, training_set=train_set.counts,
+                         pseudo_provenance=folder.provenance if folder else None,
+                         pseudo_fingerprint=run_id.get("pseudo_fingerprint"), training_set=train_set.counts,
                          student=dataclasses.asdict(student), processes=accelerator.num_processes,
                          mixed_precision=accelerator.mixed_precision, device=str(accelerator.device))
     writer = None
@@ -320,4 +368,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -8,8 +8,9 @@ Supervised (docs/method.md#prediction-target-and-training-loss): every labeled i
 ground truth to t ~ U{0..499} (scaled space, one eps per person), the network predicts x0 from the
 clamped [0, 1]-mapped input, loss = per-person 64x64 MSE averaged x 10000 (Adam, no schedule).
 Mean teacher (``teacher.mean_teacher: true``, docs/method.md#mean-teacher): batches of unlabeled persons + labeled
-ones; an EMA copy of the model samples x0 from pure noise (DDIM, ``teacher_steps``) and the student's
-one-shot prediction from pure noise must match it (KL over the 4096 pixels, weight ramped up over
+ones, each person in GCDR's two augmented views (own head-box jitter and colour, shared crop and flip); an
+EMA copy of the model samples x0 from pure noise (DDIM, ``teacher_steps``) on view 2 and the student's
+one-shot prediction from pure noise on view 1 must match it (KL over the 4096 pixels, weight ramped up over
 ``consistency_rampup_epochs``); labeled rows keep the supervised loss. The model saved is the student.
 
 Validation every ``val_every`` epochs (and after the last): DDIM with ``val_steps`` steps from pure noise
@@ -28,7 +29,8 @@ Outputs in gcdr.paths.teacher_dir(cfg) (``--out`` overrides):
 Resuming: a run restarts from checkpoint.pt at the next epoch; randomness is re-derived from
 (seed, epoch, process) at the start of every epoch, so a resumed run continues as an uninterrupted one.
 Budget fields (epochs, validation settings, workers) may change between runs; any other change of the
-``teacher:`` section needs ``--restart``.
+``teacher:`` section needs ``--restart``. The main process locks the output folder for the run
+(gcdr.locking); Ctrl-C ends the stage with one line (exit code 130) and the next run resumes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ from gcdr.atomic import atomic_path, write_csv_atomic
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset, gaze_collate
+from gcdr.heatmaps import normalize_heatmaps
+from gcdr.locking import folder_lock, run_stage
 from gcdr.metrics import evaluate
 from gcdr.provenance import write_provenance
 from gcdr.students.vat import heatmap_mse_loss
@@ -61,7 +65,6 @@ from gcdr.teacher.diffusion import (
     make_ddim_scheduler,
     make_train_scheduler,
     noise_for_samples,
-    normalize_batch,
     sample_from_noise,
     training_inputs,
 )
@@ -102,8 +105,11 @@ def build_teacher(teacher: TeacherConfig) -> GazeDiffusionTeacher:
 def fingerprint(teacher: TeacherConfig) -> dict[str, Any]:
     """What defines a teacher run (not its budget); settings added later are left out at their default, so
     checkpoints written before they existed still resume."""
-    return {k: v for k, v in dataclasses.asdict(teacher).items()
+    kept = {k: v for k, v in dataclasses.asdict(teacher).items()
             if k not in BUDGET_FIELDS and not (k == "attention_heads" and v is None)}
+    if teacher.mean_teacher:  # one-view mean-teacher checkpoints (before GCDR's two views) must not resume
+        kept["mean_teacher_views"] = 2
+    return kept
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -145,11 +151,13 @@ def validate(model: GazeDiffusionTeacher, dataset: GazeDataset, teacher: Teacher
         noise = noise_for_samples(ids, teacher.seed, draws=1, steps=teacher.val_steps)[0]
         context = model.encode(batch["scene"].to(device), batch["head_channel"].to(device), batch["face"].to(device))
         x0 = sample_from_noise(model, ddim, context, teacher.val_steps, teacher.eta, noise=noise)  # [B, 64, 64]
-        heatmaps.append(normalize_batch(x0).cpu())
+        heatmaps.append(normalize_heatmaps(x0).cpu())
         indices += batch["index"].tolist()
     model.train(was_training)
-    samples = [dataset.sample(i) for i in indices]
-    metrics = evaluate(torch.cat(heatmaps).numpy(), samples, dataset="gazefollow", protocol="gcdr")
+    first = sorted({i: row for row, i in reversed(list(enumerate(indices)))}.values())  # an item replaced by
+    samples = [dataset.sample(indices[row]) for row in first]  # another (unreadable image) is scored once
+    metrics = evaluate(torch.cat(heatmaps).numpy()[first], samples, dataset="gazefollow", protocol="gcdr",
+                       unreadable=len(dataset.skipped) + len(dataset) - len(first))
     return {f"val_{k}": float(metrics[k]) for k in ("auc", "avg_l2", "min_l2", "n")}
 
 
@@ -163,13 +171,27 @@ def validation_dataset(cfg: dict[str, Any], teacher: TeacherConfig) -> GazeDatas
     if teacher.val_max_persons > 0:
         samples = samples[: teacher.val_max_persons]
     on_error = (cfg.get("dataset") or {}).get("on_error", "raise")
-    return GazeDataset(samples, train=False, style="vat", labeled=True, on_error=on_error) if samples else None
+    if not samples:
+        return None
+    dataset = GazeDataset(samples, train=False, style="vat", labeled=True, on_error=on_error)
+    if on_error == "skip":
+        dataset.drop_unreadable()  # never score a person on another person's image
+    return dataset if len(dataset) else None
 
 
 def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the teacher of ``cfg`` into ``out_dir``; returns the last history row."""
-    teacher = section(cfg, "teacher", TeacherConfig)
+    """Train (or resume) the teacher of ``cfg`` into ``out_dir``; returns the last history row.
+
+    The main process locks ``out_dir`` for the run (gcdr.locking: a second run on it is refused, a killed run's
+    temporary files are removed)."""
     accelerator = Accelerator(cpu=cpu_processes())
+    with folder_lock(out_dir, enabled=accelerator.is_main_process):
+        return _train(cfg, Path(out_dir), accelerator, restart, progress)
+
+
+def _train(cfg: dict[str, Any], out_dir: Path, accelerator: Accelerator, restart: bool,
+           progress: bool) -> dict[str, Any]:
+    teacher = section(cfg, "teacher", TeacherConfig)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     if teacher.cpu_threads and device.type == "cpu":
         torch.set_num_threads(teacher.cpu_threads)
@@ -182,7 +204,7 @@ def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: b
         raise ValueError("no labeled in-frame persons in the split: nothing to train the teacher on")
     train_ds = GazeDataset(labeled + unlabeled, train=True, style="vat",
                            labeled=[True] * len(labeled) + [False] * len(unlabeled), on_error=on_error,
-                           seed=teacher.seed)
+                           seed=teacher.seed, two_views=teacher.mean_teacher)  # view2_*: the EMA teacher's
     n_labeled = sum(train_ds.labeled)
     val_ds = validation_dataset(cfg, teacher) if accelerator.is_main_process else None
 
@@ -275,7 +297,10 @@ def train(cfg: dict[str, Any], out_dir: Path, restart: bool = False, progress: b
             if ema is not None:
                 with torch.no_grad():
                     ema.train()  # GCDR samples the teacher in train mode (BatchNorm batch statistics)
-                    target_ema = sample_from_noise(ema, ddim, ema.encode(scene, head, face), teacher.teacher_steps,
+                    # GCDR: the teacher sees view 2 (own jitter and colour; same crop and flip, so the same
+                    # frame as the student's view 1 and no mapping of its map is needed)
+                    context_ema = ema.encode(batch["view2_scene"], batch["view2_head_channel"], batch["view2_face"])
+                    target_ema = sample_from_noise(ema, ddim, context_ema, teacher.teacher_steps,
                                                    teacher.eta)  # [B, 64, 64]
                 # in-frame rows by the annotation's flag (unknown = -1 counts), as GCDR (docs/method.md#mean-teacher)
                 consistency = consistency_loss(prediction, target_ema, batch["inout"] != 0, teacher.consistency)
@@ -345,4 +370,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

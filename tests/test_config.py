@@ -156,3 +156,13 @@ def test_section_suggests_near_misses():
 
     with pytest.raises(ValueError, match=r"unknown keys \['alpah'\]; did you mean 's\.alpha'\?"):
         section({"s": {"alpah": 3}}, "s", Small)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("refine.T=-5", "refine.T must be >= 0"), ("refine.steps=0", "refine.steps must be >= 1"),
+    ("refine.samples=0", "refine.samples must be >= 1"), ("refine.method=diffusion", "refine.method must be one of"),
+    ("teacher.epochs=0", "teacher.epochs must be >= 1"), ("teacher.consistency=l1", "teacher.consistency must be"),
+])
+def test_refine_and_teacher_values_are_checked_when_the_config_is_loaded(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("configs/synthgaze.yaml", [override])

@@ -231,3 +231,29 @@ def test_undecodable_image_raises_or_is_replaced(tmp_path):
     dataset = GazeDataset(samples, train=False, on_error="skip")
     assert dataset[1]["index"] == 2 and list(dataset.unreadable) == [1]
     assert dataset[1]["index"] == 2 and len(dataset.unreadable) == 1
+
+
+def test_empty_image_is_an_image_read_error_naming_the_file(tmp_path):
+    from gcdr.data import images
+
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    for read in (images.load_image_rgb, images.image_size_wh):
+        with pytest.raises(ImageReadError, match=r"empty \(0 bytes\)") as error:
+            read(empty)
+        assert str(empty) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_drop_unreadable_leaves_only_persons_whose_image_was_read(tmp_path):
+    samples = make_samples(tmp_path, n=5)
+    Path(samples[1].image_path).write_bytes(b"not an image")
+    Path(samples[3].image_path).write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"img1\.png\|1.*img1\.png"):
+        GazeDataset(samples, train=False).drop_unreadable()
+    dataset = GazeDataset(samples, train=False, on_error="skip")
+    dropped = dataset.drop_unreadable()
+    assert [sid for sid, _ in dropped] == ["img1.png|1", "img3.png|3"] and dataset.skipped == dropped
+    assert "empty (0 bytes)" in dropped[1][1] and samples[3].image_path in dropped[1][1]
+    assert [dataset.sample(i).sample_id for i in range(len(dataset))] == ["img0.png|0", "img2.png|2", "img4.png|4"]
+    assert [int(dataset[i]["index"]) for i in range(len(dataset))] == [0, 1, 2] and not dataset.unreadable
+    assert dataset.drop_unreadable() == []

@@ -8,14 +8,13 @@ import pytest
 import torch
 from transformers import Dinov2Config, Dinov2Model
 
+from gcdr.heatmaps import head_box_grid_mask
 from gcdr.students.gazelle import (
     Dinov2Backbone,
     GazeLLE,
     count_learnable_parameters,
-    head_box_mask,
     sinusoidal_pos_embed_2d,
 )
-from gcdr.students.training import head_maps_from_boxes
 
 # docs/official-code.md#gaze-lle-decoder-checkpoint-keys, ViT-B/14 at 448 px
 OFFICIAL_SHAPES = {
@@ -95,18 +94,22 @@ def test_pos_embed_is_the_2d_sine_cosine_code():
 
 
 def test_head_map_uses_python_round_half_to_even():
-    mask = head_box_mask((2.5 / 32, 3.5 / 32, 6.5 / 32, 5.5 / 32), 32, 32)
+    mask = head_box_grid_mask((2.5 / 32, 3.5 / 32, 6.5 / 32, 5.5 / 32), 32)
     # round(2.5) = 2, round(3.5) = 4, round(6.5) = 6, round(5.5) = 6: rows 4..5, cols 2..5
-    assert mask.sum() == 2 * 4 and mask[4:6, 2:6].all()
-    assert head_box_mask(None, 32, 32).sum() == 0
+    assert mask.shape == (32, 32) and mask.sum() == 2 * 4 and mask[4:6, 2:6].all()
+
+
+def test_model_head_maps_are_the_batched_masks_and_none_is_empty(vitb_width_backbone):
+    model = GazeLLE(vitb_width_backbone)  # 32x32 tokens
     torch.manual_seed(0)
     xs, ys = torch.rand(20, 2).sort(dim=1).values, torch.rand(20, 2).sort(dim=1).values
-    random_boxes = torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
-    boxes = torch.cat([torch.tensor([[2.5, 3.5, 6.5, 5.5], [0.5, 1.5, 31.5, 32.0]]) / 32, random_boxes])
-    vectorised = head_maps_from_boxes(boxes, 32)
-    for box, fast in zip(boxes, vectorised):
-        assert torch.equal(fast, head_box_mask(box.tolist(), 32, 32))
-    assert vectorised.sum(dim=(1, 2)).gt(0).float().mean() > 0.5  # mostly non-empty boxes
+    boxes = torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)  # [20, 4]
+    per_box = model.head_maps([box.tolist() for box in boxes] + [None])
+    assert torch.equal(per_box[:-1], head_box_grid_mask(boxes, model.grid)) and per_box[-1].sum() == 0
+    assert per_box[:-1].sum(dim=(1, 2)).gt(0).float().mean() > 0.5  # mostly non-empty boxes
+    assert model.head_maps([]).shape == (0, 32, 32)
+    with pytest.raises(ValueError, match="finite"):
+        model.head_maps([(0.1, float("nan"), 0.2, 0.3)])
 
 
 class CountingBackbone(torch.nn.Module):

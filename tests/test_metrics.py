@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from gcdr import metrics
 from gcdr.data.gazefollow import read_gazefollow
 from gcdr.data.sample import PersonSample
+from gcdr.heatmaps import normalize_heatmap
 
 YS, XS = np.mgrid[0:64, 0:64]
 
@@ -200,7 +201,7 @@ def test_gcdr_resize_equals_installed_skimage():
         size = (int(rng.integers(20, 700)), int(rng.integers(20, 700)))
         heatmap = ndimage.gaussian_filter(rng.random((64, 64)), 2 * (trial % 2))
         heatmap = (np.round(heatmap * 16) if trial % 3 == 0 else heatmap).astype(np.float32 if trial % 4 else np.float64)
-        expected = transform.resize(metrics._min_max(heatmap), size, order=1)
+        expected = transform.resize(normalize_heatmap(heatmap, keep_float64=True), size, order=1)
         np.testing.assert_array_equal(metrics.upsample_heatmap(heatmap, size, "gcdr"), expected)
 
 
@@ -272,6 +273,20 @@ def test_out_of_frame_persons_are_skipped_and_counted():
         metrics.evaluate_points(np.where(np.arange(5)[:, None] == 4, np.nan, points), samples)
     empty = metrics.evaluate(heatmaps[1:4], samples[1:4])
     assert empty["n"] == 0 and math.isnan(empty["auc"])
+
+
+def test_persons_whose_image_was_not_read_are_counted_as_skipped():
+    rng = np.random.default_rng(5)
+    heatmaps = rng.random((2, 64, 64)).astype(np.float32)
+    samples = [person([(0.3, 0.6)], size_wh=(90, 70), name="a"), person([(0.7, 0.1)], size_wh=(120, 80), name="b")]
+    read = metrics.evaluate(heatmaps, samples)
+    assert (read["n_skipped"], read["n_unreadable"], read["n_total"]) == (0, 0, 2)
+    with_unread = metrics.evaluate(heatmaps, samples, unreadable=2)
+    assert (with_unread["n"], with_unread["n_skipped"], with_unread["n_unreadable"], with_unread["n_total"]) == (
+        2, 2, 2, 4)
+    assert all(with_unread[k] == read[k] for k in ("auc", "min_l2", "avg_l2"))  # nothing scored for them
+    with pytest.raises(ValueError, match="unreadable"):
+        metrics.evaluate(heatmaps, samples, unreadable=-1)
 
 
 # ------------------------------------------------------------------------------------------------ VideoAttentionTarget

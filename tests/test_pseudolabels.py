@@ -7,14 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gcdr.heatmaps import normalize_heatmap
 from gcdr.pseudolabels import (
+    IncompleteFolderError,
     PseudoLabel,
     PseudoLabelFolder,
     PseudoLabelFolderError,
     PseudoLabelWriter,
+    check_final,
+    content_fingerprint,
     finalize,
     invalid_reason,
-    normalize_heatmap,
     read_manifest,
     resize_to_64,
 )
@@ -322,3 +325,59 @@ def test_manifest_older_than_new_chunks_is_not_an_error(tmp_path):
     os.utime(manifest, ns=(stamp, stamp))
     os.utime(tmp_path / "parts" / "rank0-00001.csv", ns=(stamp + 10**9, stamp + 10**9))
     assert len(PseudoLabelFolder(tmp_path)) == 8  # the parts are read; manifest.csv only lags behind
+
+
+# ----------------------------------------------------------------------------- final or not
+
+def test_summary_records_the_fingerprint_of_the_parts_and_final_folders_pass(tmp_path):
+    labels = write_folder(tmp_path)
+    ids = [lb.sample_id for lb in labels]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["fingerprint"] == content_fingerprint(tmp_path) and len(summary["fingerprint"]) == 64
+    assert finalize(tmp_path)["fingerprint"] == summary["fingerprint"]  # finalize again: same content
+    assert check_final(tmp_path, ids[:5])["fingerprint"] == summary["fingerprint"]
+    before = content_fingerprint(tmp_path)
+    (tmp_path / "previews").mkdir()
+    (tmp_path / "previews" / "x.png").write_bytes(b"png")
+    assert content_fingerprint(tmp_path) == before  # only the parts count
+
+
+def test_a_folder_its_stage_did_not_finish_is_not_final(tmp_path):
+    labels = [make_label(i) for i in range(10)]
+    ids = [lb.sample_id for lb in labels]
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:  # killed after 6 of 10
+        for label in labels[:6]:
+            writer.add(label)
+    (tmp_path / "provenance.json").write_text(json.dumps({"stage": "gradcam", "split": "train", "status": "running"}))
+    with pytest.raises(IncompleteFolderError) as error:
+        check_final(tmp_path, ids, what="split 'train'")
+    assert_names(error, tmp_path)
+    assert "incomplete (4 of 10 persons of split 'train' missing; it has no summary.json" in str(error.value)
+    assert str(error.value).endswith("finish it with `make gradcam SPLIT=train` first")
+
+    finalize(tmp_path, expected_ids=ids)  # finalized, but the stage has not said done (killed in between)
+    with pytest.raises(IncompleteFolderError, match="still running or was interrupted"):
+        check_final(tmp_path, ids[:6])
+    (tmp_path / "provenance.json").write_text(json.dumps({"stage": "gradcam", "split": "train", "status": "done"}))
+    with pytest.raises(IncompleteFolderError, match="summary.json counts 4 of 10 persons missing"):
+        check_final(tmp_path, ids)
+    assert check_final(tmp_path, ids[:6])["missing"] == 4  # the persons asked for are all there
+
+    with PseudoLabelWriter(tmp_path, chunk_size=4) as writer:  # resumed, not finalized yet
+        for label in labels[6:]:
+            writer.add(label)
+    with pytest.raises(IncompleteFolderError, match="is not final .its parts changed after summary.json"):
+        check_final(tmp_path, ids)
+    finalize(tmp_path, expected_ids=ids)
+    assert check_final(tmp_path, ids)["missing"] == 0
+
+
+def test_a_summary_of_an_older_gcdr_must_count_the_persons_there_are(tmp_path):
+    labels = write_folder(tmp_path, stage="refine")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    del summary["fingerprint"]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert check_final(tmp_path, [lb.sample_id for lb in labels])["fingerprint"] == content_fingerprint(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps(dict(summary, persons=7)))
+    with pytest.raises(IncompleteFolderError, match="counts 7 persons, the parts hold 10"):
+        check_final(tmp_path, [])

@@ -9,13 +9,20 @@ import pytest
 import torch
 
 from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
-from gcdr.data.transforms import gaussian_heatmap_64
-from gcdr.pseudolabels import PseudoLabel, PseudoLabelFolder, PseudoLabelWriter, finalize, normalize_heatmap
+from gcdr.heatmaps import gaussian_heatmap_64, normalize_heatmap, normalize_heatmaps
+from gcdr.locking import FolderInUseError
+from gcdr.provenance import write_provenance
+from gcdr.pseudolabels import (
+    IncompleteFolderError,
+    PseudoLabel,
+    PseudoLabelFolder,
+    PseudoLabelWriter,
+    finalize,
+)
 from gcdr.teacher.diffusion import (
     make_ddim_scheduler,
     network_input,
     noise_for_samples,
-    normalize_batch,
     refine_heatmaps,
 )
 from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
@@ -71,7 +78,7 @@ def run_refine(teacher_and_context, prior, T, steps=2, draws=1, seed=0, ids=IDS,
 def test_t0_returns_the_input(teacher_and_context):
     prior = priors()
     refined = run_refine(teacher_and_context, prior, T=0)
-    assert torch.allclose(refined, normalize_batch(prior), atol=1e-6)
+    assert torch.allclose(refined, normalize_heatmaps(prior), atol=1e-6)
     assert torch.allclose(refined, (prior - 0.1) / 0.8, atol=1e-5)
 
 
@@ -125,8 +132,8 @@ def test_as_coded_sampler_feeds_double_mapped_inputs(teacher_and_context):
 # ------------------------------------------------------------------------------------------- stages
 @pytest.fixture(scope="module")
 def synth_cfg(tmp_path_factory):
-    """A 24-person SynthGaze with a 50 % split, a Grad-CAM-like folder (one invalid, one missing person)
-    and a tiny saved teacher."""
+    """A 24-person SynthGaze with a 50 % split, a final Grad-CAM-like folder (one invalid map, one unreadable
+    image) and a tiny saved teacher."""
     from gcdr.config import load_config
     from gcdr.data import load_samples
     from gcdr.data.splits import make_split
@@ -140,14 +147,7 @@ def synth_cfg(tmp_path_factory):
     make_split(root / "data" / cfg["dataset"]["train_file"], 0.5, 0, root / "splits" / "seed0")
     unlabeled = load_samples(cfg, "unlabeled")
     rng = np.random.default_rng(0)
-    with PseudoLabelWriter(root / "gradcam", chunk_size=5) as writer:
-        for i, sample in enumerate(unlabeled[:-1]):  # the last person is missing from the folder
-            raw = np.zeros((6, 8), np.float32) if i == 1 else rng.random((6, 8)).astype(np.float32)
-            heatmap = normalize_heatmap(np.kron(raw, np.ones((11, 8)))[:64, :64])  # [64, 64]
-            writer.add(PseudoLabel(sample.sample_id, heatmap, valid=i != 1, invalid_reason="all_zero" if i == 1 else "",
-                                   raw_map=raw, answer="cup", key_noun="cup", image_path=sample.image_path,
-                                   head_box_xyxy_px=sample.head_box_xyxy_px))
-    finalize(root / "gradcam")
+    write_gradcam(root / "gradcam", unlabeled, rng)
     torch.manual_seed(0)
     GazeDiffusionTeacher(TINY).save_pretrained(root / "untrained_teacher")  # predicts 0 everywhere
     trained = GazeDiffusionTeacher(TINY)
@@ -160,6 +160,26 @@ def synth_cfg(tmp_path_factory):
     return cfg, root, unlabeled
 
 
+def write_gradcam(folder, samples, rng, finish: bool = True, expected=None) -> None:
+    """Grad-CAM-like maps for ``samples``: the second one all zero (invalid), the last one an unreadable image;
+    ``finish``: finalize (with ``expected`` ids, default all) and mark the stage done, as pipelines.gradcam."""
+    write_provenance(folder, "gradcam", {}, status="running", split="unlabeled")
+    with PseudoLabelWriter(folder, chunk_size=5) as writer:
+        for i, sample in enumerate(samples):
+            if sample.sample_id in writer.done_ids:  # resumed
+                continue
+            raw = np.zeros((6, 8), np.float32) if i == 1 else rng.random((6, 8)).astype(np.float32)
+            heatmap = normalize_heatmap(np.kron(raw, np.ones((11, 8)))[:64, :64])  # [64, 64]
+            reason = "all_zero" if i == 1 else "image_error" if i == len(samples) - 1 else ""
+            writer.add(PseudoLabel(sample.sample_id, heatmap if not reason else np.zeros((64, 64)), valid=not reason,
+                                   invalid_reason=reason, raw_map=None if reason == "image_error" else raw,
+                                   answer="cup", key_noun="cup", image_path=sample.image_path,
+                                   head_box_xyxy_px=sample.head_box_xyxy_px))
+    if finish:
+        summary = finalize(folder, expected_ids=[s.sample_id for s in samples] if expected is None else expected)
+        write_provenance(folder, "gradcam", {}, status="done", split="unlabeled", summary=summary)
+
+
 def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
     from pipelines import refine
 
@@ -167,7 +187,7 @@ def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
     out = root / "refined"
     summary = refine.run(cfg, src=root / "gradcam", out=out, progress=False)
     assert summary["persons"] == len(unlabeled) and summary["missing"] == 0
-    assert summary["invalid_reasons"] == {"all_zero": 1, "missing": 1}
+    assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1}
     folder = PseudoLabelFolder(out)
     valid_ids = [s.sample_id for s in unlabeled if folder.is_valid(s.sample_id)]
     assert len(valid_ids) == len(unlabeled) - 2
@@ -186,9 +206,14 @@ def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
     with pytest.raises(ValueError, match="other settings"):
         refine.run(cfg_other_t, src=root / "gradcam", out=out, progress=False)
 
+    cfg_too_far = dict(cfg, refine=dict(cfg["refine"], T=10000))
+    with pytest.raises(SystemExit, match="beyond the 500 diffusion steps"):
+        refine.run(cfg_too_far, src=root / "gradcam", out=root / "too_far", progress=False)
+    assert not (root / "too_far").exists()  # refused before anything is written
+
     cfg_untrained = dict(cfg, refine=dict(cfg["refine"], teacher=str(root / "untrained_teacher")))
     summary = refine.run(cfg_untrained, src=root / "gradcam", out=root / "untrained", progress=False)
-    assert summary["invalid_reasons"] == {"all_zero": 1, "missing": 1, "refined_all_zero": len(valid_ids)}
+    assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1, "refined_all_zero": len(valid_ids)}
 
     # same seed, another batch size and a fresh folder: the same maps
     cfg_batch = dict(cfg, refine=dict(cfg["refine"], batch_size=16))
@@ -205,7 +230,7 @@ def test_refine_baselines(synth_cfg):
     for method in ("none", "argmax"):
         cfg_method = dict(cfg, refine=dict(cfg["refine"], method=None if method == "none" else method))
         summary = refine.run(cfg_method, src=root / "gradcam", out=root / method, progress=False)
-        assert summary["invalid_reasons"] == {"all_zero": 1, "missing": 1}
+        assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1}
     copied, argmax = PseudoLabelFolder(root / "none"), PseudoLabelFolder(root / "argmax")
     sample_id = unlabeled[0].sample_id
     assert np.allclose(copied.heatmap_64(sample_id), source.heatmap_64(sample_id), atol=1e-3)
@@ -242,3 +267,105 @@ def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
     row = train_teacher.train(dict(cfg, teacher=mean_teacher), root / "teacher_mt", progress=False)
     assert row["ema_decay"] == 0.0 and row["consistency_weight"] == pytest.approx(4000 * np.exp(-5))
     assert np.isfinite(row["consistency_loss"]) and row["consistency_loss"] >= 0
+
+
+# --------------------------------------------------------------------- unfinished inputs, locks, leftovers
+def run_none(cfg, src, out):
+    from pipelines import refine
+
+    return refine.run(dict(cfg, refine=dict(cfg["refine"], method=None)), src=src, out=out, progress=False)
+
+
+def assert_one_line_naming(error, path) -> str:
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+def test_refine_refuses_a_half_done_source_until_its_stage_finishes(synth_cfg):
+    cfg, root, unlabeled = synth_cfg
+    src, out = root / "half_done", root / "from_half_done"
+    write_gradcam(src, unlabeled[:5], np.random.default_rng(1), finish=False)  # a kill after 5 of 12 persons
+    with pytest.raises(IncompleteFolderError) as error:
+        run_none(cfg, src, out)
+    message = assert_one_line_naming(error, src)
+    assert f"incomplete ({len(unlabeled) - 5} of {len(unlabeled)} persons" in message
+    assert "finish it with `make gradcam SPLIT=unlabeled` first" in message
+    assert not (out / "parts").exists()  # nothing written that a later run would take as done
+
+    write_gradcam(src, unlabeled, np.random.default_rng(1))  # the stage resumed and finished
+    summary = run_none(cfg, src, out)
+    assert summary["persons"] == len(unlabeled) and summary["missing"] == 0
+    assert "missing" not in summary["invalid_reasons"]
+
+
+def test_refine_refuses_a_source_missing_persons_of_the_split(synth_cfg):
+    cfg, root, unlabeled = synth_cfg
+    ids = [s.sample_id for s in unlabeled]
+    counted = root / "missing_counted"  # its stage knew it lacked 2 persons (summary: missing 2)
+    write_gradcam(counted, unlabeled[:-2], np.random.default_rng(2), expected=ids)
+    with pytest.raises(IncompleteFolderError) as error:
+        run_none(cfg, counted, root / "from_missing_counted")
+    message = assert_one_line_naming(error, counted)
+    assert f"incomplete (2 of {len(ids)} persons" in message and "make gradcam SPLIT=unlabeled" in message
+
+    other = root / "made_for_others"  # finished for other persons (e.g. --limit): complete in its own eyes
+    write_gradcam(other, unlabeled[:-2], np.random.default_rng(2))
+    with pytest.raises(IncompleteFolderError) as error:
+        run_none(cfg, other, root / "from_made_for_others")
+    message = assert_one_line_naming(error, other)
+    assert f"lacks 2 of {len(ids)} persons" in message and repr(ids[-2]) in message
+
+
+def test_a_refined_folder_is_refused_when_its_source_changed(synth_cfg):
+    cfg, root, unlabeled = synth_cfg
+    src, out = root / "changing_source", root / "from_changing_source"
+    write_gradcam(src, unlabeled, np.random.default_rng(3))
+    run_none(cfg, src, out)
+    request = json.loads((out / "provenance.json").read_text())["request"]
+    assert len(request["source_fingerprint"]) == 64
+    run_none(cfg, src, out)  # the same source: done, nothing to do
+
+    import shutil
+
+    shutil.rmtree(src)
+    write_gradcam(src, unlabeled, np.random.default_rng(4))  # Grad-CAM made again: other maps
+    with pytest.raises(ValueError, match="other settings") as error:
+        run_none(cfg, src, out)
+    assert "source_fingerprint" in assert_one_line_naming(error, out)
+
+    extra = PseudoLabelWriter(src, shard="late")  # a chunk added after finalize: not final any more
+    extra.add(PseudoLabel("someone-else", np.zeros((64, 64)), valid=False, invalid_reason="all_zero"))
+    extra.close()
+    with pytest.raises(IncompleteFolderError, match="not final") as error:
+        run_none(cfg, src, root / "from_changed_again")
+    assert "changed after summary.json" in assert_one_line_naming(error, src)
+
+
+def test_refine_removes_stale_temporaries_and_refuses_a_locked_folder(synth_cfg):
+    import subprocess
+    import sys
+
+    cfg, root, _ = synth_cfg
+    out = root / "locked_out"
+    (out / "parts").mkdir(parents=True)
+    stale = [out / ".manifest.k3x9_a2b.tmp.csv", out / "parts" / ".rank0-00000.heatmap_64.abcdefgh.tmp.npy"]
+    for path in stale:
+        path.write_bytes(b"left by a kill")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gcdr.locking import folder_lock\n"
+         "with folder_lock(sys.argv[1], clean=False):\n    print('locked', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderInUseError) as error:
+            run_none(cfg, root / "gradcam", out)
+        message = assert_one_line_naming(error, out)
+        assert f"in use by process {holder.pid}" in message and str(out / ".lock") in message
+        assert all(path.exists() for path in stale)  # a running job's temporaries are left alone
+    finally:
+        holder.kill()
+        holder.wait()
+    run_none(cfg, root / "gradcam", out)  # the holder died: its lock went with it
+    assert not any(path.exists() for path in stale)
+    assert not list(out.rglob("*.tmp*"))

@@ -14,11 +14,18 @@ from torch.utils.data import default_collate
 from gcdr.config import load_config
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset
+from gcdr.data.images import ImageReadError
 from gcdr.data.sample import PersonSample
 from gcdr.data.splits import make_split
 from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
-from gcdr.data.transforms import gaussian_heatmap_64
-from gcdr.pseudolabels import PseudoLabel, PseudoLabelFolder, PseudoLabelWriter, finalize
+from gcdr.heatmaps import gaussian_heatmap_64
+from gcdr.pseudolabels import (
+    IncompleteFolderError,
+    PseudoLabel,
+    PseudoLabelFolder,
+    PseudoLabelWriter,
+    finalize,
+)
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
 from gcdr.students.training import (
     BatchStudent,
@@ -227,6 +234,120 @@ def test_feature_cache_matches_the_backbone_and_the_gazelle_pipeline_runs(synth)
     result = train_student(config(synth, *TINY_GAZELLE, "student.epochs=1", "student.feature_cache=true"), "none")
     assert result["feature_cache"] and result["training_set"] == {"labeled": 10, "pseudo": 0}
     assert np.isfinite(result["final"]["auc"])
+
+
+def test_train_student_refuses_an_incomplete_pseudo_folder(synth):
+    from pipelines.train_student import train_student
+
+    cfg = config(synth, *TINY_VAT, "student.epochs=1")
+    unlabeled = load_samples(cfg, "unlabeled")
+    half = synth["root"] / "pseudo_half_done"  # refine killed half-way: parts, no summary.json
+    with PseudoLabelWriter(half, chunk_size=4) as writer:
+        for sample in unlabeled[:8]:
+            writer.add(PseudoLabel(sample.sample_id, gaussian_heatmap_64((0.5, 0.5))))
+    (half / "provenance.json").write_text(json.dumps({"stage": "refine", "status": "running",
+                                                      "request": {"method": "gcdr", "T": 250}}))
+    with pytest.raises(IncompleteFolderError) as error:
+        train_student(cfg, str(half))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{half} is incomplete ({len(unlabeled) - 8} of "
+                                                      f"{len(unlabeled)} persons of split 'unlabeled' missing")
+    assert message.endswith("finish it with `make refine METHOD=gcdr T=250` first")
+    assert not (synth["root"] / "out" / "students" / "vat-r0.25-pseudo_half_done").exists()
+
+    lacking = synth["root"] / "pseudo_lacking"  # finished, but for other persons
+    write_pseudo(lacking, unlabeled, skip_ids={unlabeled[0].sample_id})
+    with pytest.raises(IncompleteFolderError) as error:
+        train_student(cfg, str(lacking))
+    assert str(error.value).startswith(f"{lacking} lacks 1 of {len(unlabeled)} persons of split 'unlabeled'")
+
+
+def test_a_run_made_with_another_version_of_the_pseudo_folder_is_not_resumed(synth):
+    from pipelines.train_student import train_student
+
+    cfg = config(synth, *TINY_VAT, "student.epochs=1")
+    unlabeled = load_samples(cfg, "unlabeled")
+    pseudo = synth["root"] / "pseudo_versions"
+    write_pseudo(pseudo, unlabeled)
+    out = synth["root"] / "student_versions"
+    train_student(cfg, str(pseudo), out_dir=out)
+    summary = json.loads((pseudo / "summary.json").read_text())
+    assert torch.load(out / "last.pt", weights_only=False)["fingerprint"]["pseudo_fingerprint"] == summary["fingerprint"]
+    assert train_student(cfg, str(pseudo), out_dir=out)["final"]["epoch"] == 1  # the same folder: finished
+
+    import shutil
+
+    shutil.rmtree(pseudo)
+    write_pseudo(pseudo, unlabeled, invalid_ids={unlabeled[0].sample_id})  # refined again: other labels
+    with pytest.raises(SystemExit, match="pseudo_fingerprint changed"):
+        train_student(cfg, str(pseudo), out_dir=out)
+
+
+class OneProcess:
+    """The part of an Accelerator that evaluate_student uses, for one process."""
+
+    is_local_main_process = False
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def gather_for_metrics(self, tensors):
+        return tensors
+
+
+def test_evaluation_scores_only_persons_whose_image_was_read(synth, tmp_path, monkeypatch):
+    """A test set with an empty and an undecodable image: on_error=skip leaves both persons out, counts them
+    (n_skipped 2) and gives the metrics of the readable persons; on_error=raise names the file."""
+    import cv2
+
+    import pipelines.evaluate as evaluate_stage
+    from pipelines.train_student import evaluate_student
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(6):
+        path = tmp_path / f"test{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (72 + 8 * i, 96, 3), np.uint8))
+        samples.append(PersonSample(f"test{i}.png|0", str(path), (10.0, 8.0, 30.0, 28.0),
+                                    np.array([[0.2 + 0.1 * i, 0.6], [0.25 + 0.1 * i, 0.55]], np.float32), inout=1,
+                                    source=f"test.txt:{i + 1}"))
+    (tmp_path / "test1.png").write_bytes(b"")  # a zero-byte image
+    (tmp_path / "test3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # cannot be decoded
+    readable = [samples[i] for i in (0, 2, 4, 5)]
+
+    cfg = config(synth, *TINY_VAT)
+    student = StudentConfig(**cfg["student"])
+    model_cfg = model_config(student, synth["root"] / "out")
+    torch.manual_seed(0)
+    model = build_student(model_cfg).eval()
+    save_checkpoint(tmp_path / "student.pt", model, model_cfg)
+
+    def metrics_of(persons, on_error):
+        monkeypatch.setattr(evaluate_stage, "load_samples", lambda cfg, split: list(persons))
+        run_cfg = config(synth, *TINY_VAT, f"dataset.on_error={on_error}")
+        return evaluate_stage.evaluate_checkpoint(run_cfg, tmp_path / "student.pt", device="cpu")["metrics"]
+
+    skipped, only_readable = metrics_of(samples, "skip"), metrics_of(readable, "raise")
+    assert (skipped["n"], skipped["n_skipped"], skipped["n_unreadable"], skipped["n_total"]) == (4, 2, 2, 6)
+    assert (only_readable["n"], only_readable["n_skipped"]) == (4, 0)
+    for key in ("auc", "min_l2", "avg_l2"):
+        assert skipped[key] == pytest.approx(only_readable[key], abs=1e-12), key
+    with pytest.raises(ImageReadError, match="empty") as error:
+        metrics_of(samples, "raise")
+    assert str(tmp_path / "test1.png") in str(error.value)
+
+    # the training loop's evaluation, on a skip-mode dataset that replaces the unreadable items
+    def student_metrics(persons):
+        dataset = dataset_for_student(persons, model_cfg, "skip")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=4)
+        return evaluate_student(BatchStudent(model), loader, dataset, OneProcess(), student, "gazefollow")
+
+    replaced, clean = student_metrics(samples), student_metrics(readable)
+    assert (replaced["n"], replaced["n_skipped"], clean["n"], clean["n_skipped"]) == (4, 2, 4, 0)
+    for key in ("auc", "min_l2", "avg_l2"):
+        assert replaced[key] == pytest.approx(clean[key], abs=1e-6), key
 
 
 @pytest.mark.skipif(not VAT_DEMO.is_dir(), reason="needs /work/shared/data/vat-demo")

@@ -9,7 +9,6 @@ from gcdr.data.transforms import (
     AugmentConfig,
     ColourFactors,
     View,
-    add_gaussian,
     augment_gazelle,
     augment_vat,
     crop_heatmap,
@@ -18,7 +17,6 @@ from gcdr.data.transforms import (
     enlarge_head_box,
     face_crop,
     flip_view,
-    gaussian_heatmap_64,
     head_channel,
     imagenet_denormalize,
     imagenet_normalize,
@@ -28,6 +26,7 @@ from gcdr.data.transforms import (
     sample_crop_window,
     sample_crop_window_gazelle,
 )
+from gcdr.heatmaps import add_gaussian, gaussian_heatmap_64
 
 
 def argmax_xy(heatmap: np.ndarray) -> tuple[int, int]:

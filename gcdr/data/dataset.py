@@ -29,6 +29,16 @@ gives the same tensors whatever the number of workers or the order of access. ``
 dataset with ``(i, d)`` to get the d-th differently augmented view of item ``i`` within one epoch (a sampler that
 passes over the data several times per epoch does; plain ``i`` = draw 0). Call ``set_epoch`` before each
 epoch (with ``persistent_workers=True`` the workers keep the epoch they were started with).
+
+Two views (``two_views=True``, vat style; the mean teacher, docs/method.md#mean-teacher): each item also holds
+
+    view2_scene, view2_face, view2_head_channel, view2_head_box_xyxy_norm
+                                        a second view of the same person, as GCDR's double augmentation makes
+                                        it: own head-box jitter and colour, same crop and flip as the plain keys
+                                        (view 1), so the labels (target, prior, gaze) hold for both views
+
+drawn from ``numpy.random.default_rng([seed, e, i, d, 2])``, a stream of its own (``item_views`` gives both
+views as full items). ``two_views=False`` (the default) leaves every item exactly as described above.
 """
 
 from __future__ import annotations
@@ -50,21 +60,21 @@ from gcdr.data.transforms import (
     FACE_SIZE,
     GAZEFOLLOW_ENLARGEMENT,
     GAZELLE_SCENE_SIZE,
-    HEATMAP_SIZE,
     VAT_SCENE_SIZE,
     AugmentConfig,
     Style,
     View,
     augment,
+    augment_vat_two_views,
     clamp_box,
     enlarge_head_box,
     face_crop,
-    gaussian_heatmap_64,
     head_channel,
     imagenet_normalize,
     jitter_colour,
     resize_scene,
 )
+from gcdr.heatmaps import HEATMAP_SIZE, gaussian_heatmap_64
 from gcdr.pseudolabels import PseudoLabelFolder
 
 log = logging.getLogger(__name__)
@@ -73,6 +83,8 @@ MAX_GAZE_POINTS = 20  # GazeFollow test persons are padded to 20 annotators with
 OnError = Literal["raise", "skip"]
 
 gaze_collate = default_collate  # every tensor of an item has a fixed size
+# what a second view changes (its pixels and its jittered head box); item key "view2_<key>"
+VIEW2_KEYS = ("scene", "face", "head_channel", "head_box_xyxy_norm")
 
 
 class GazeDataset(Dataset):
@@ -88,19 +100,25 @@ class GazeDataset(Dataset):
     on_error:         "raise": a missing / undecodable image raises ImageReadError naming the file and the
                       sample. "skip": samples whose image is missing are dropped at construction
                       (logged, counted in ``skipped``); an image that exists but fails to decode is logged,
-                      counted in ``unreadable`` and replaced by the next readable sample.
+                      counted in ``unreadable`` and replaced by the next readable sample (fine for training;
+                      evaluation calls :meth:`drop_unreadable` first, so that no person is scored on another
+                      person's image and every person left out is counted).
     augment:          augmentation settings; default GCDR's (vat) or Gaze-LLE's (gazelle).
     enlarge_head_box: vat style: grow boxes by 10 % (GazeFollow, the default); False for
                       VideoAttentionTarget-like data. Gaze-LLE boxes are never enlarged.
     seed:             base seed of the augmentation.
+    two_views:        vat style: add GCDR's second view of every item (``view2_*`` keys, module docstring).
     """
 
     def __init__(self, samples: Sequence[PersonSample], *, train: bool, style: Style = "vat",
                  labeled: bool | Sequence[bool] = True, pseudo: PseudoLabelFolder | None = None,
                  scene_size: int | None = None, on_error: OnError = "raise",
-                 augment: AugmentConfig | None = None, enlarge_head_box: bool | None = None, seed: int = 0):
+                 augment: AugmentConfig | None = None, enlarge_head_box: bool | None = None, seed: int = 0,
+                 two_views: bool = False):
         if style not in ("vat", "gazelle"):
             raise ValueError(f"style must be 'vat' or 'gazelle', got {style!r}")
+        if two_views and style != "vat":
+            raise ValueError("two_views is GCDR's mean-teacher augmentation: vat style only")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         labeled_flags = _labeled_flags(labeled, len(samples))
@@ -113,6 +131,7 @@ class GazeDataset(Dataset):
         self.augment = augment or (AugmentConfig() if style == "vat" else AugmentConfig.gazelle())
         self.enlarge_head_box = style == "vat" and enlarge_head_box is not False  # None: on for vat
         self.seed = seed
+        self.two_views = bool(two_views)
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []     # (sample id, reason) dropped at construction
         self.unreadable: dict[int, str] = {}         # index -> error, found while reading (this process)
@@ -162,22 +181,78 @@ class GazeDataset(Dataset):
         kept = [i for i, s in enumerate(samples) if exists[s.image_path]]
         return [samples[i] for i in kept], [labeled[i] for i in kept]
 
+    def drop_unreadable(self) -> list[tuple[str, str]]:
+        """Decode every image once, here, and drop the samples whose image cannot be read (empty, undecodable),
+        as missing images are at construction: "skip" records them in ``skipped``; "raise" raises
+        ImageReadError naming the file and the sample. Returns the (sample id, reason) pairs dropped.
+
+        After it no item is ever replaced by another (``__getitem__`` reads only images decoded here), so
+        evaluation scores exactly ``len(self)`` persons and ``skipped`` counts all the others.
+        """
+        errors: dict[str, str] = {}
+        for sample in self.samples:
+            if sample.image_path in errors:
+                continue
+            try:
+                images.load_image_rgb(sample.image_path)
+            except ImageReadError as error:
+                if self.on_error == "raise":
+                    raise ImageReadError(f"sample {sample.sample_id!r} ({sample.source or 'no source'}): "
+                                         f"{error}") from error
+                errors[sample.image_path] = str(error)
+                log.warning("skipping sample %r: %s", sample.sample_id, error)
+            else:
+                errors.setdefault(sample.image_path, "")
+        dropped = [(s.sample_id, errors[s.image_path]) for s in self.samples if errors[s.image_path]]
+        if dropped:
+            kept = [i for i, s in enumerate(self.samples) if not errors[s.image_path]]
+            self.samples = [self.samples[i] for i in kept]
+            self.labeled = [self.labeled[i] for i in kept]
+            self.skipped = self.skipped + dropped
+            self.unreadable = {}
+            self._size_cache = {}
+            log.warning("dropped %d samples whose image cannot be read (%d files)", len(dropped),
+                        sum(bool(e) for e in errors.values()))
+        return dropped
+
     # -- one item ---------------------------------------------------------------------------------------
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        if self.two_views:
+            first, second = self.item_views(key)
+            first.update({f"view2_{k}": second[k] for k in VIEW2_KEYS})
+            return first
         index, draw = key if isinstance(key, tuple) else (key, 0)
         index, image = self._read_image(index)  # index changes only when a skipped image is replaced
         view, prior_valid = self._view(index, image)
         if self.train:
             view = augment(view, self._rng(index, draw), self.style, self.augment)
+        return self._item(index, image, view, prior_valid)
+
+    def item_views(self, key: int | tuple[int, int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """GCDR's two views of item ``key`` (vat style) as two full items: own head-box jitter and colour,
+        one shared crop and flip (gcdr.data.transforms.augment_vat_two_views), so every label agrees. Without
+        ``train`` both are the un-augmented item."""
+        if self.style != "vat":
+            raise ValueError("two views are GCDR's mean-teacher augmentation: vat style only")
+        index, draw = key if isinstance(key, tuple) else (key, 0)
+        index, image = self._read_image(index)
+        view, prior_valid = self._view(index, image)
+        views = (view, view)
+        if self.train:
+            views = augment_vat_two_views(view, self._rng(index, draw, stream=2), self.augment)
+        return self._item(index, image, views[0], prior_valid), self._item(index, image, views[1], prior_valid)
+
+    def _item(self, index: int, image: np.ndarray, view: View, prior_valid: bool) -> dict[str, torch.Tensor]:
         item = {"index": torch.tensor(index, dtype=torch.int64)}
         item.update(self._pixels(view))
         item.update(self._labels(index, view, prior_valid))
         item["image_size_wh"] = torch.tensor([image.shape[1], image.shape[0]], dtype=torch.int64)
         return item
 
-    def _rng(self, index: int, draw: int = 0) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index, draw])
+    def _rng(self, index: int, draw: int = 0, stream: int | None = None) -> np.random.Generator:
+        key = [self.seed, self.epoch, index, draw] + ([] if stream is None else [stream])
+        return np.random.default_rng(key)
 
     def _read_image(self, index: int) -> tuple[int, np.ndarray]:
         """Decode item ``index``'s image ([H, W, 3] uint8). In skip mode an undecodable image is recorded

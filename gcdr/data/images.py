@@ -20,15 +20,27 @@ class ImageReadError(ValueError):
     """An image file is missing or cannot be decoded; the message names the file."""
 
 
+def _existing_file(path: str | os.PathLike) -> str:
+    """``path`` as a string; ImageReadError naming it when it is missing or empty (0 bytes, e.g. a killed copy)."""
+    path = os.fspath(path)
+    try:
+        size = os.stat(path).st_size if os.path.isfile(path) else None
+    except OSError:
+        size = None
+    if size is None:
+        raise ImageReadError(f"image not found: {path}")
+    if size == 0:
+        raise ImageReadError(f"image is empty (0 bytes): {path}")
+    return path
+
+
 def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file (JPEG, PNG, ...) into RGB pixels.
 
     Returns a [H, W, 3] uint8 array; grey and RGBA images are converted to 3 channels.
-    Raises ImageReadError naming ``path`` when the file is missing or cannot be decoded.
+    Raises ImageReadError naming ``path`` when the file is missing, empty or cannot be decoded.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ImageReadError(f"image not found: {path}")
+    path = _existing_file(path)
     bgr = cv2.imread(path, _CV2_FLAGS)  # [H, W, 3] BGR, None when OpenCV cannot decode it
     if bgr is not None:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -41,9 +53,7 @@ def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def image_size_wh(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) in pixels read from the file header only (no decoding); ImageReadError if unreadable."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ImageReadError(f"image not found: {path}")
+    path = _existing_file(path)
     try:
         with Image.open(path) as image:
             width, height = image.size

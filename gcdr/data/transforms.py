@@ -11,9 +11,10 @@ The pieces, in the order a training sample meets them:
   View + augment_vat / augment_gazelle
                               jitter, crop, flip, colour of docs/official-code.md#gazefollow-augmentation-vat-gcdr / #gaze-lle-preprocessing on image, boxes, gaze and an
                               attached prior heatmap together
+  augment_vat_two_views       GCDR's two mean-teacher views: shared crop and flip, own jitter and colour each
   resize_rgb, face_crop, head_channel, jitter_colour, imagenet_normalize
                               the model inputs (docs/official-code.md#model-inputs)
-  gaussian_heatmap_64         the training target (docs/official-code.md#gaussian-target)
+  (the training target, gaussian_heatmap_64, and the other heatmap building blocks: gcdr.heatmaps)
 """
 
 from __future__ import annotations
@@ -31,66 +32,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gcdr.data.sample import IN_FRAME
-from gcdr.pseudolabels import normalize_heatmap
+from gcdr.heatmaps import gaussian_heatmap_64 as gaussian_heatmap_64  # re-export for two tests
+from gcdr.heatmaps import normalize_heatmap
 
-HEATMAP_SIZE = 64        # output_resolution of VAT / GCDR / Gaze-LLE
 FACE_SIZE = 224          # face crop and head channel side (VAT)
 VAT_SCENE_SIZE = 224
 GAZELLE_SCENE_SIZE = 448
-GAUSSIAN_SIGMA = 3.0     # in 64-grid cells
 GAZEFOLLOW_ENLARGEMENT = 0.1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Style = Literal["vat", "gazelle"]
 BoxXYXY = Sequence[float] | np.ndarray
-
-
-# ---------------------------------------------------------------------------------------------------
-# Gaussian target (docs/official-code.md#gaussian-target)
-
-def gaussian_heatmap_64(point_norm: Sequence[float] | np.ndarray, sigma: float = GAUSSIAN_SIGMA,
-                        size: int = HEATMAP_SIZE, integer_center: bool = False) -> np.ndarray:
-    """The training target: a Gaussian of ``sigma`` cells at ``point_norm`` (x, y in [0, 1]), peak 1.
-
-    VAT / GCDR "draw label map" as coded: the patch is placed by truncating toward zero, so its centre
-    cell is floor(p) for p >= 9 but ceil(p) for 0 < p < 9 (p = point * size); it has a hard square
-    support of 6 sigma + 1 cells (19 x 19), is clipped at the border, and the map is divided by its
-    maximum afterwards (peak 1 even when clipped). A point whose patch lies completely outside gives an
-    all-zero map. ``integer_center=True`` is Gaze-LLE's variant: the point is first truncated to a cell,
-    so the centre is floor(p) everywhere.
-
-    Returns [size, size] float32.
-    """
-    center = np.asarray(point_norm, np.float64).reshape(2) * size
-    if integer_center:
-        center = np.trunc(center)
-    return add_gaussian(np.zeros((size, size), np.float32), center, sigma)
-
-
-def add_gaussian(heatmap: np.ndarray, center_cells: Sequence[float] | np.ndarray,
-                 sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
-    """ADD a Gaussian patch centred at ``center_cells`` (x, y in cell units) to ``heatmap``, then divide
-    the whole map by its maximum (docs/official-code.md#gaussian-target, step 3). Returns a new [h, w] float32 map; ``heatmap`` is returned
-    unchanged when the patch misses it entirely (this also avoids the original's 0/0 when the patch
-    touches the map with zero width)."""
-    radius = int(3 * sigma)                   # 9 for sigma = 3: a 19 x 19 patch
-    left, top = int(center_cells[0] - radius), int(center_cells[1] - radius)  # int(): toward zero
-    right, bottom = int(center_cells[0] + radius + 1), int(center_cells[1] + radius + 1)
-    height, width = heatmap.shape
-    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
-    if x0 >= x1 or y0 >= y1:
-        return heatmap
-    patch = _gaussian_patch(radius, sigma)  # [2r+1, 2r+1], 1 at its centre
-    heatmap = heatmap.astype(np.float32, copy=True)
-    heatmap[y0:y1, x0:x1] += patch[y0 - top:y1 - top, x0 - left:x1 - left]
-    return heatmap / heatmap.max()
-
-
-def _gaussian_patch(radius: int, sigma: float) -> np.ndarray:
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    squared = offsets[None, :] ** 2 + offsets[:, None] ** 2
-    return np.exp(-squared / (2 * sigma**2)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -434,6 +387,36 @@ def augment_vat(view: View, rng: np.random.Generator, cfg: AugmentConfig | None 
     if rng.random() < cfg.colour_prob:
         view = dataclasses.replace(view, colour=sample_colour_factors(rng, cfg))
     return view
+
+
+def augment_vat_two_views(view: View, rng: np.random.Generator,
+                          cfg: AugmentConfig | None = None) -> tuple[View, View]:
+    """GCDR's two views of one person for the mean teacher (``GazeFollow_weakly_doubleaug``,
+    docs/method.md#mean-teacher): each view gets its OWN head-box jitter and its OWN colour jitter (each
+    with its own probability and factors), while the crop (one window, whose keep-region covers both
+    jittered boxes and the gaze) and the flip are drawn once and applied to both. Both views therefore
+    share one frame: gaze points, target and prior are identical and only the head box (by its jitter),
+    the face crop, the head channel and the colours differ. Returns (view 1, view 2).
+    """
+    cfg = cfg or AugmentConfig()
+    views = []
+    for _ in range(2):
+        jittered = view
+        if rng.random() < cfg.jitter_prob:
+            jittered = dataclasses.replace(view, head_box_xyxy_px=enlarge_head_box(
+                view.head_box_xyxy_px, rng.uniform(0, cfg.jitter_max)))
+        views.append(jittered)
+    if rng.random() < cfg.crop_prob and _may_crop(view, cfg):
+        boxes = np.stack([v.head_box_xyxy_px for v in views])  # [2, 4]
+        union = np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
+        window = sample_crop_window(dataclasses.replace(views[0], head_box_xyxy_px=union), rng)
+        views = [crop_view(v, window) for v in views]
+    if rng.random() < cfg.flip_prob:
+        views = [flip_view(v) for v in views]
+    for i, v in enumerate(views):
+        if rng.random() < cfg.colour_prob:
+            views[i] = dataclasses.replace(v, colour=sample_colour_factors(rng, cfg))
+    return views[0], views[1]
 
 
 def augment_gazelle(view: View, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> View:

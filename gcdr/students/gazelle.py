@@ -19,6 +19,7 @@ features.) Checkpoints hold everything except ``backbone.*``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,12 +28,13 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from gcdr.heatmaps import HEATMAP_SIZE, head_box_grid_mask
 from gcdr.students.vat import LoadReport, masked_row_mean
 
 log = logging.getLogger(__name__)
 
-HEATMAP_SIZE = 64
 GAZELLE_INPUT_SIZE = 448
+OFFICIAL_NUM_HEADS = 8  # gazelle's GazeLLE hard-codes Block(num_heads=8); no shape in a state dict tells
 BoxNorm = Sequence[float] | None  # (xmin, ymin, xmax, ymax) divided by image width / height; None = no head
 
 
@@ -147,17 +149,6 @@ def sinusoidal_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
     return torch.cat([x_code, y_code], dim=0).float()  # [dim, rows, cols]
 
 
-def head_box_mask(box_norm: BoxNorm, rows: int, cols: int) -> torch.Tensor:
-    """The head map on the token grid [rows, cols]: ones on cells [round(ymin*rows):round(ymax*rows),
-    round(xmin*cols):round(xmax*cols)] (Python round, half to even, end exclusive); zeros for None."""
-    mask = torch.zeros(rows, cols)
-    if box_norm is None:
-        return mask
-    xmin, ymin, xmax, ymax = (float(v) for v in box_norm)
-    mask[round(ymin * rows):round(ymax * rows), round(xmin * cols):round(xmax * cols)] = 1.0
-    return mask
-
-
 class GazeLLE(nn.Module):
     """Gaze-LLE with a frozen ``backbone`` (any module with ``hidden_size``, ``patch_size`` and
     forward(images) -> [B, D, g, g]); parameter names as the official ``GazeLLE``.
@@ -196,10 +187,15 @@ class GazeLLE(nn.Module):
     # -- pieces ------------------------------------------------------------------------------------------
 
     def head_maps(self, head_boxes_norm: Sequence[BoxNorm]) -> torch.Tensor:
-        """[P, g, g] head masks for P boxes, on the model's device."""
-        maps = [head_box_mask(box, self.grid, self.grid) for box in head_boxes_norm]
-        return torch.stack(maps).to(self.pos_embed.device) if maps else self.pos_embed.new_zeros(0, self.grid,
-                                                                                                  self.grid)
+        """[P, g, g] head masks for P boxes (gcdr.heatmaps.head_box_grid_mask; None = zeros), on the model's
+        device."""
+        if not head_boxes_norm:
+            return self.pos_embed.new_zeros(0, self.grid, self.grid)
+        boxes = [(0.0, 0.0, 0.0, 0.0) if box is None else tuple(float(v) for v in box) for box in head_boxes_norm]
+        for box in boxes:
+            if len(box) != 4 or not all(math.isfinite(v) for v in box):
+                raise ValueError(f"a head box must be 4 finite numbers (xmin, ymin, xmax, ymax), got {box}")
+        return head_box_grid_mask(boxes, self.grid).to(self.pos_embed.device)
 
     def decode(self, features: torch.Tensor, head_maps: torch.Tensor,
                return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -264,6 +260,25 @@ class GazeLLE(nn.Module):
             log.info("Gaze-LLE load: missing %s, unexpected %s", missing, unexpected)
         self.load_state_dict(common, strict=False)  # raises on shape mismatch
         return LoadReport(sorted(common), missing, unexpected)
+
+
+def decoder_size_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, int | bool | None]:
+    """The decoder size that a Gaze-LLE decoder state dict (official or gcdr keys) was saved from.
+
+    Returns {"dim", "num_layers", "inout", "feature_dim" (the backbone width D the ``linear`` layer takes),
+    "grid" (token grid side from ``pos_embed``; None when the file has no ``pos_embed``)}. The number of
+    attention heads is not recoverable from shapes (official files: :data:`OFFICIAL_NUM_HEADS`).
+    """
+    required = ("head_token.weight", "linear.weight")
+    absent = [k for k in required if k not in state]
+    if absent:
+        raise ValueError(f"not a Gaze-LLE decoder state dict: no {absent}")
+    layers = {int(k.split(".")[1]) for k in state if k.startswith("transformer.") and k.split(".")[1].isdigit()}
+    if not layers:
+        raise ValueError("not a Gaze-LLE decoder state dict: no transformer.<i>.* keys")
+    return {"dim": int(state["head_token.weight"].shape[1]), "num_layers": max(layers) + 1,
+            "inout": "inout_token.weight" in state, "feature_dim": int(state["linear.weight"].shape[1]),
+            "grid": int(state["pos_embed"].shape[-1]) if "pos_embed" in state else None}
 
 
 def build_gazelle(backbone: str | Path | nn.Module, inout: bool = False,

@@ -39,6 +39,7 @@ from torch.utils.data import Sampler
 
 from gcdr.atomic import atomic_path
 from gcdr.data.sample import IN_FRAME, PersonSample
+from gcdr.heatmaps import head_box_grid_mask, normalize_heatmaps
 from gcdr.pseudolabels import PseudoLabelFolder
 from gcdr.students.gazelle import GazeLLE, gazelle_heatmap_bce_loss, load_backbone
 from gcdr.students.vat import VATSpatial, heatmap_mse_loss, inout_bce_loss, load_vat_weights
@@ -258,17 +259,30 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], 
         torch.save({"model_config": config, "state_dict": state, **extra}, tmp)
 
 
-def load_student(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a student from a checkpoint of :func:`save_checkpoint`; returns (model in eval mode, checkpoint).
+def load_student(path: str | Path, map_location: str | torch.device = "cpu",
+                 backbone: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a student from a checkpoint; returns (model in eval mode, checkpoint).
 
-    Loads strictly (Gaze-LLE: every non-backbone key must be there)."""
+    A checkpoint of :func:`save_checkpoint` rebuilds itself from its model config and loads strictly
+    (Gaze-LLE: every non-backbone key must be there). An official file (gazelle's decoder state dict, e.g.
+    ``gazelle_dinov2_vitb14.pt``, or VAT's ``{'model': ModelSpatial state}``, e.g. ``model_gazefollow.pt``) is
+    recognised by its keys and sized from its shapes (gcdr.students.export.official_student); the returned
+    checkpoint then holds the inferred ``model_config``, the ``state_dict`` and ``official`` (vat | gazelle).
+    ``backbone``: the Gaze-LLE backbone for official Gaze-LLE files (see :func:`configured_gazelle_backbone`;
+    None = the DINOv2 of the file's feature width); gcdr checkpoints name their own.
+    """
     from gcdr.checkpoints import load_torch_file
+    from gcdr.students.export import official_kind, official_student
 
     checkpoint = load_torch_file(path, map_location=map_location, weights_only=False,
                                  hint="delete it and rerun train-student")
-    if "model_config" not in checkpoint:
-        raise ValueError(f"{path}: not a gcdr student checkpoint (no model_config); official weights load "
-                         "through student.init_weights")
+    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint:
+        kind = official_kind(checkpoint)
+        if kind is None:
+            raise ValueError(f"{path}: neither a gcdr student checkpoint (no model_config) nor an official "
+                             "Gaze-LLE decoder / VAT {'model': ModelSpatial state} file")
+        model, config = official_student(checkpoint, backbone)
+        return model, {"model_config": config, "state_dict": trainable_state_dict(model), "official": kind}
     model = build_student(checkpoint["model_config"])
     if isinstance(model, GazeLLE):
         report = model.load_decoder_state_dict(checkpoint["state_dict"])
@@ -277,6 +291,15 @@ def load_student(path: str | Path, map_location: str | torch.device = "cpu") -> 
     else:
         model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
+
+
+def configured_gazelle_backbone(cfg: dict[str, Any]) -> str:
+    """``student.gazelle_backbone`` of a whole config as training resolves it (``vqa`` -> ``vqa.model``,
+    ``tiny-dinov2`` -> ``<out_root>/models/tiny-dinov2``): the ``backbone`` of :func:`load_student`."""
+    from gcdr import paths
+
+    name = student_config(cfg).gazelle_backbone
+    return str(paths.out_root(cfg) / "models" / TINY_DINOV2) if name == TINY_DINOV2 else name
 
 
 # -------------------------------------------------------------------------------------- training set
@@ -397,11 +420,10 @@ def batch_targets(batch: dict[str, torch.Tensor], cfg: StudentConfig) -> dict[st
     in/out loss for the row).
     """
     is_labeled = batch["is_labeled"].bool()  # [B]
-    prior = batch["prior_heatmap_64"].float()  # [B, 64, 64]
-    low = prior.flatten(1).min(1).values[:, None, None]
-    high = prior.flatten(1).max(1).values[:, None, None]
-    prior = (prior - low) / (high - low + 1e-11)  # crops change the range: re-normalise as GCDR does
-    pseudo_ok = batch["prior_valid"].bool() & (high.view(-1) > low.view(-1))
+    # crops change the range: re-normalise as GCDR does (kept although the dataset's crop already normalised:
+    # see gcdr.heatmaps, a repeat can change the last bits of a map of tiny range)
+    prior, low, high = normalize_heatmaps(batch["prior_heatmap_64"].float(), return_range=True)  # [B, 64, 64]
+    pseudo_ok = batch["prior_valid"].bool() & (high > low)
     if cfg.unlabeled_inout == "gt":
         pseudo_ok = pseudo_ok & (batch["inout"] == IN_FRAME)
     target = torch.where(is_labeled[:, None, None], batch["target_heatmap_64"].float(), prior)
@@ -414,16 +436,6 @@ def batch_targets(batch: dict[str, torch.Tensor], cfg: StudentConfig) -> dict[st
     return {"target_64": target, "mask": mask, "weight": weight, "inout": inout}
 
 
-def head_maps_from_boxes(head_box_xyxy_norm: torch.Tensor, grid: int) -> torch.Tensor:
-    """[B, 4] normalised boxes -> [B, grid, grid] 0/1 maps, rows/cols [round(v * grid)) with round half to
-    even (torch.round in float64 = Python's round of the official code)."""
-    edges = torch.round(head_box_xyxy_norm.double() * grid).long()  # [B, 4]
-    cells = torch.arange(grid, device=head_box_xyxy_norm.device)
-    cols = (cells[None] >= edges[:, 0:1]) & (cells[None] < edges[:, 2:3])  # [B, grid]
-    rows = (cells[None] >= edges[:, 1:2]) & (cells[None] < edges[:, 3:4])  # [B, grid]
-    return (rows[:, :, None] & cols[:, None, :]).float()  # [B, grid, grid]
-
-
 def forward_batch(student: nn.Module, batch: dict[str, torch.Tensor],
                   return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run a (bare) student on a batch of GazeDataset items, one person per row.
@@ -434,7 +446,7 @@ def forward_batch(student: nn.Module, batch: dict[str, torch.Tensor],
     """
     if isinstance(student, GazeLLE):
         features = batch["features"].float() if "features" in batch else student.backbone(batch["scene"])
-        head_maps = head_maps_from_boxes(batch["head_box_xyxy_norm"], student.grid)  # [B, g, g]
+        head_maps = head_box_grid_mask(batch["head_box_xyxy_norm"], student.grid)  # [B, g, g]
         return student.decode(features, head_maps, return_logits=return_logits)
     return student(batch["scene"], batch["head_channel"], batch["face"])
 
@@ -558,7 +570,7 @@ def predict_dataset(student: nn.Module, dataset, batch_size: int = 32, device: s
             features = student.backbone(batch["scene"][unique_rows])  # [I, D, g, g]
             position = {row: k for k, row in enumerate(unique_rows)}
             features = features[[position[first[p]] for p in paths]]  # [B, D, g, g]
-            head_maps = head_maps_from_boxes(batch["head_box_xyxy_norm"], student.grid)
+            head_maps = head_box_grid_mask(batch["head_box_xyxy_norm"], student.grid)
             heatmap, inout = student.decode(features, head_maps)
         else:
             heatmap, inout = forward_batch(student, batch)

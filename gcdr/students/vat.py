@@ -34,10 +34,10 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from gcdr.checkpoints import load_torch_file
+from gcdr.heatmaps import HEATMAP_SIZE
 
 log = logging.getLogger(__name__)
 
-HEATMAP_SIZE = 64
 VAT_INPUT_SIZE = 224  # feature grid 7 = 224 / 32; head vector 28 x 28 = the head channel max-pooled 3 times
 HEATMAP_AMP_FACTOR = 10000.0  # VAT's "amp factor" on the per-pixel MSE
 
@@ -295,3 +295,26 @@ def load_vat_weights(module: nn.Module, path_or_state_dict: str | Path | Mapping
     missing = [k for k in target if k.startswith(prefix) and k not in loaded_set]
     log.info("VAT weights: %d loaded, %d missing, %d unexpected", len(loaded), len(missing), len(unexpected))
     return LoadReport(loaded, missing, unexpected)
+
+
+def vat_size_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, str | int]:
+    """The :class:`VATSpatial` arguments a VAT state dict (flat ``ModelSpatial`` keys) was saved from.
+
+    Returns {"backbone": resnet50 (Bottleneck keys ``conv3``) | resnet18, "width": the stem's channels
+    (64 = VAT), "input_size": 8 x the head-vector side (224 = VAT; the smallest side consistent with the
+    attention layer's shape)}.
+    """
+    required = ("conv1_scene.weight", "attn.weight", "compress_conv1.weight", "conv4.weight")
+    absent = [k for k in required if k not in state]
+    if absent:
+        raise ValueError(f"not a VAT ModelSpatial state dict: no {absent}")
+    backbone = "resnet50" if "layer1_scene.0.conv3.weight" in state else "resnet18"
+    width = int(state["conv1_scene.weight"].shape[0])
+    pathway_channels = int(state["compress_conv1.weight"].shape[1]) // 2
+    grid_cells, attn_in = (int(n) for n in state["attn.weight"].shape)
+    head_side = math.isqrt(max(attn_in - pathway_channels, 0))
+    input_size = 8 * head_side
+    if head_side * head_side != attn_in - pathway_channels or math.ceil(input_size / 32) ** 2 != grid_cells:
+        raise ValueError(f"attn.weight {tuple(state['attn.weight'].shape)} fits no VAT input size "
+                         f"({pathway_channels}-channel pathways)")
+    return {"backbone": backbone, "width": width, "input_size": input_size}

@@ -75,6 +75,16 @@ class TeacherConfig:
     val_max_persons: int = 100             # first N in-frame persons of the split (0 = all)
     eta: float = 1.0                       # DDIM eta (1 = stochastic, as GCDR)
 
+    def __post_init__(self) -> None:
+        _check_choices("teacher", self, consistency=("kl", "mse"), val_split=("test", "none"))
+        _check_at_least("teacher", self, epochs=1, batch_size=1, num_train_timesteps=1, teacher_steps=1, val_steps=1,
+                        labeled_batch_size=1, val_every=0, val_max_persons=0, lr=0.0, weight_decay=0.0, eta=0.0)
+        if self.mean_teacher and not self.labeled_batch_size < self.batch_size:
+            raise ValueError(f"teacher.labeled_batch_size ({self.labeled_batch_size}) must be smaller than "
+                             f"teacher.batch_size ({self.batch_size}) with the mean teacher")
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ValueError(f"teacher.beta_start < beta_end must lie in (0, 1), got {self.beta_start}, {self.beta_end}")
+
     def model_config(self) -> TeacherModelConfig:
         return TeacherModelConfig(
             encoder=self.encoder, encoder_width=self.encoder_width, unet_channels=self.unet_channels,
@@ -103,3 +113,22 @@ class RefineConfig:
     previews: int = 50                     # PNG overlays for the first N persons (-1 = all)
     num_workers: int = 0
     cpu_threads: int | None = None         # torch threads on a CPU (None = torch's default; 1 on a shared box)
+
+    def __post_init__(self) -> None:
+        if self.method is None:  # `--set refine.method=none` parses as null
+            self.method = "none"
+        _check_choices("refine", self, method=("gcdr", "none", "argmax"), semantics=("intended", "as_coded"))
+        _check_at_least("refine", self, T=0, steps=1, samples=1, batch_size=1, eta=0.0)
+
+
+def _check_choices(section: str, cfg, **allowed: tuple) -> None:
+    for name, choices in allowed.items():
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {getattr(cfg, name)!r}")
+
+
+def _check_at_least(section: str, cfg, **lowest: float) -> None:
+    for name, low in lowest.items():
+        value = getattr(cfg, name)
+        if value < low:
+            raise ValueError(f"{section}.{name} must be >= {low}, got {value}")

@@ -46,10 +46,10 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from gcdr.heatmaps import normalize_heatmaps
 from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
 
 SEMANTICS = ("intended", "as_coded")
-NORMALIZE_EPS = 1e-11
 
 
 # ------------------------------------------------------------------------------------------- schedulers
@@ -224,13 +224,6 @@ def _as_coded_step(scheduler: DDIMScheduler, x_scaled: torch.Tensor, x0_01: torc
     return alpha_prev.sqrt() * to_scaled(x0_01, scale) + (1 - alpha_prev - std**2).sqrt() * eps_hat + std * noise
 
 
-def normalize_batch(heatmaps: torch.Tensor) -> torch.Tensor:
-    """Per-map min-max to [0, 1] over the last two dims, (h - min) / (max - min + 1e-11) as GCDR."""
-    flat = heatmaps.flatten(-2)
-    low, high = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
-    return ((flat - low) / (high - low + NORMALIZE_EPS)).view_as(heatmaps)
-
-
 @torch.no_grad()
 def refine_heatmaps(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, context: list[torch.Tensor],
                     prior_heatmap_64: torch.Tensor, denoise_steps: int, inference_steps: int,
@@ -246,7 +239,7 @@ def refine_heatmaps(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, conte
     """
     if semantics not in SEMANTICS:
         raise ValueError(f"unknown sampler semantics {semantics!r}; choose from {SEMANTICS}")
-    prior = normalize_batch(prior_heatmap_64.float()).unsqueeze(1)  # [B, 1, 64, 64]
+    prior = normalize_heatmaps(prior_heatmap_64.float()).unsqueeze(1)  # [B, 1, 64, 64]
     if denoise_steps <= 0:
         return prior.squeeze(1), prior.squeeze(1)
     num_train = model.config.num_train_timesteps
@@ -273,7 +266,7 @@ def refine_heatmaps(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, conte
     x0 = ddim_sample(model, scheduler, model.repeat_context(context, draws), x_start, timesteps, all_step_noise,
                      eta=eta, semantics=semantics)  # [draws * B, 1, 64, 64]
     mean_x0 = x0.view(draws, -1, *x0.shape[-2:]).mean(0)  # [B, 64, 64]
-    return normalize_batch(mean_x0), mean_x0
+    return normalize_heatmaps(mean_x0), mean_x0
 
 
 @torch.no_grad()

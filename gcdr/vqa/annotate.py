@@ -15,12 +15,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gcdr.data.sample import PersonSample
+from gcdr.heatmaps import HEATMAP_SIZE, normalize_heatmap
 from gcdr.pseudolabels import (
-    HEATMAP_SIZE,
     PseudoLabel,
     PseudoLabelWriter,
     invalid_reason,
-    normalize_heatmap,
     resize_to_64,
 )
 from gcdr.vqa.blip import VqaConfig

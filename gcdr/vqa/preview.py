@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from gcdr.pseudolabels import normalize_heatmap
+from gcdr.heatmaps import normalize_heatmap
 
 
 def cam_overlay(image_rgb: np.ndarray, raw_map: np.ndarray | None, caption: str, max_side: int = 512,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gcdr.data.sample import IN_FRAME, INOUT_UNKNOWN, PersonSample
+from gcdr.heatmaps import argmax_point_norm
 from gcdr.pseudolabels import PseudoLabelFolder
 
 log = logging.getLogger(__name__)
@@ -70,21 +71,6 @@ class GalleryPerson:
 # persons and errors
 
 
-def _argmax_function() -> Callable[[np.ndarray], tuple[float, float]]:
-    try:
-        from gcdr.metrics import argmax_point_norm
-    except ImportError:
-        return _numpy_argmax_point_norm
-    return argmax_point_norm
-
-
-def _numpy_argmax_point_norm(heatmap_64: np.ndarray) -> tuple[float, float]:
-    """The first maximum of a [h, w] map in row-major order, as (col / w, row / h): the cell's top-left
-    corner in normalised image coordinates, no half-pixel offset."""
-    row, col = np.unravel_index(int(np.argmax(heatmap_64)), heatmap_64.shape)
-    return col / heatmap_64.shape[1], row / heatmap_64.shape[0]
-
-
 def open_columns(folders: Sequence[str | os.PathLike]) -> list[GalleryColumn]:
     """Open the folders to compare; column names are the folder names (with the parent when they clash)."""
     paths = [Path(f) for f in folders]
@@ -129,7 +115,6 @@ def collect_persons(columns: Sequence[GalleryColumn], sample_ids: Sequence[str],
     The image path and head box come from the sample when there is one, else from the first folder's manifest.
     """
     samples_by_id = samples_by_id or {}
-    argmax_point_norm = _argmax_function()
     manifest_rows = [c.labels.manifest.set_index("sample_id", drop=False) for c in columns]
     persons = []
     for sample_id in sample_ids:
