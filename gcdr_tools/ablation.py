@@ -145,16 +145,41 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
         student_stages(seed, None, "full supervision", None, ("data-synth",), ["split.ratio=1.0",
                                                                               f"split.seed={seed}"],
                        root / f"seed{seed}" / "full")
-    return Plan(_critical_path_first(stages), runs, folders)
+    return Plan(_critical_path_first(stages, _priority(ablation)), runs, folders)
 
 
-def _critical_path_first(stages: list) -> list:
-    """Order stages so that the long chains (VQA -> Grad-CAM -> refine) start early; dependencies keep their
-    order (every stage still comes after the stages it waits for)."""
+def _priority(ablation: AblationConfig):
+    """Among stages of one kind, the most telling first, so that a run cut short has every seed of the main
+    comparisons: the sweep ratio first, then the others; labeled only, GCDR at main_T, raw, argmax and full
+    supervision before the other Ts; seeds innermost."""
+    ratios = [ablation.sweep_ratio] + sorted(r for r in ablation.ratios if r != ablation.sweep_ratio)
+    sources = ["labeled only", f"+ GCDR T={ablation.main_T}", "+ Grad-CAM (raw)", "+ argmax", "full supervision"]
+
+    def key(stage) -> tuple:
+        name = stage.name
+        if stage.module == "refine" and "T=" not in name:  # raw / argmax of every train person: shared, cheap
+            return (False, -1, 0, False, 0)
+        ratio = next((r for r in ratios if f" r{r} " in name + " " or f" r{r}]" in name), None)
+        source = next((i for i, s in enumerate(sources) if name.endswith(s)), len(sources))
+        if stage.module == "refine" and name.endswith(f"T={ablation.main_T}"):
+            source = 1  # just before the students that read it
+        if "full supervision" in name:
+            ratio = ablation.sweep_ratio
+        other_t = f"T={ablation.main_T}" not in name and "T=" in name
+        seed = int(name.split("seed")[1].split()[0]) if "seed" in name else 0
+        return (other_t, ratios.index(ratio) if ratio in ratios else len(ratios), source,
+                stage.module == "train_student", seed)
+
+    return key
+
+
+def _critical_path_first(stages: list, priority=None) -> list:
+    """Order stages so that the long chains (VQA -> Grad-CAM -> refine) start early and, within a kind, by
+    ``priority``; dependencies keep their order (every stage still comes after the stages it waits for)."""
     rank = {"data_synth": 0, "synth_vqa": 1, "split": 2, "train_teacher": 3, "gradcam": 4, "refine": 5,
-            "train_student": 6}
+            "train_student": 5}  # refinements and students interleave by priority
     ordered, placed = [], set()
-    pending = sorted(stages, key=lambda s: rank.get(s.module, 9))
+    pending = sorted(stages, key=lambda s: (rank.get(s.module, 9), priority(s) if priority else ()))
     while pending:
         for stage in pending:
             if set(stage.after) <= placed:

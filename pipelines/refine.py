@@ -23,8 +23,10 @@ refused with one line saying which stage to finish; its content fingerprint is p
 refined folder made from another version of the source is refused as made with other settings, never taken
 as done. Persons whose Grad-CAM is invalid stay invalid (same reason); a refinement that comes out constant
 or not finite (e.g. from an untrained teacher) is written invalid with reason "refined_" +
-gcdr.pseudolabels.invalid_reason. Noise is drawn per person from (refine.seed, sample id), so the output
-does not depend on the batch size, the number of processes or on resuming. Resumable: persons already in
+gcdr.pseudolabels.invalid_reason. Noise is drawn per person from (refine.seed, sample id) and a resumed run
+cuts the same batches as an uninterrupted one, so resuming gives the same bytes; another batch size or number
+of processes changes the maps only at float precision (about 1e-7: the network's arithmetic depends on the
+batch). Resumable: persons already in
 the output folder are skipped; a folder made with other settings (source and its fingerprint, teacher, T,
 steps, samples, seed, eta, semantics) is refused. The output folder is locked while the stage runs
 (gcdr.locking: a second run on it is refused; temporary files of a killed run are removed). Previews
@@ -215,17 +217,18 @@ def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir:
         todo = [s for s in shard if s.sample_id not in writer.done_ids]
         log.info("rank %d/%d: %d of %d persons to do (%s) -> %s", state.process_index, state.num_processes,
                  len(todo), len(shard), refine.method, out_dir)
-        to_compute = []
         for sample in todo:
             if not source.is_valid(sample.sample_id):
                 label = source.get(sample.sample_id)
                 writer.add(output_label(sample, np.zeros((64, 64), np.float32), label, False, label.invalid_reason))
-            else:
-                to_compute.append(sample)
         if refine.method == "gcdr":
-            refine_with_teacher(model, to_compute, source, writer, refine, cfg, state.device, show)
+            # batches are cut from every valid person of the shard, done or not, so that a resumed run computes
+            # each person in the same batch as an uninterrupted run (the arithmetic depends on the batch)
+            valid = [s for s in shard if source.is_valid(s.sample_id)]
+            refine_with_teacher(model, valid, source, writer, refine, cfg, state.device, show)
         else:
-            for sample in tqdm(to_compute, desc=refine.method, disable=not show):
+            for sample in tqdm([s for s in todo if source.is_valid(s.sample_id)], desc=refine.method,
+                               disable=not show):
                 label = source.get(sample.sample_id)
                 heatmap = baseline_heatmap(refine.method, label)
                 raw = label.raw_map if refine.method == "none" else None
@@ -257,19 +260,20 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
     title = f"GCDR T={refine.T} steps={refine.steps}"
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"refine T={refine.T}", disable=not progress):
-            batch_samples = [dataset.samples[i] for i in batch["index"].tolist()]
-            keep = [i for i, s in enumerate(batch_samples) if s.sample_id not in writer.done_ids]  # skip-mode repeats
-            ids = [batch_samples[i].sample_id for i in keep]
-            if not ids:
+            ids = [dataset.samples[i].sample_id for i in batch["index"].tolist()]
+            if all(i in writer.done_ids for i in ids):  # written by an earlier run
                 continue
+            # the whole batch is computed (as in an uninterrupted run); only the persons not yet written are kept
             prior = torch.from_numpy(np.stack([source.heatmap_64(i) for i in ids])).to(device)  # [B, 64, 64]
-            context = model.encode(batch["scene"][keep].to(device), batch["head_channel"][keep].to(device),
-                                   batch["face"][keep].to(device))
+            context = model.encode(batch["scene"].to(device), batch["head_channel"].to(device),
+                                   batch["face"].to(device))
             noises = noise_for_samples(ids, refine.seed, draws=refine.samples, steps=max(num_steps, 1))
             refined, mean_x0 = refine_heatmaps(model, scheduler, context, prior, refine.T, refine.steps, noises,
                                          eta=refine.eta, semantics=refine.semantics)  # [B, 64, 64]
             refined, mean_x0 = refined.cpu().numpy(), mean_x0.cpu().numpy()
             for row, sample_id in enumerate(ids):
+                if sample_id in writer.done_ids:  # written by an earlier run, or an on_error=skip stand-in repeat
+                    continue
                 sample = by_id[sample_id]
                 reason = invalid_reason(mean_x0[row])  # e.g. an untrained teacher's constant output
                 if reason:
