@@ -446,3 +446,13 @@ def test_version_config_validation():
         SynthConfig(persons_per_image=[1, 4])
     with pytest.raises(ValueError, match="persons_per_image"):
         SynthConfig(version=2, persons_per_image=[1, 5])
+
+
+def test_a_killed_generation_leaves_nothing_behind_after_the_next_run(tmp_path):
+    from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+
+    dead_pid = 2**22 + 12345  # above the default pid_max: never a running process
+    for kind in ("tmp", "old"):
+        (tmp_path / f".data.{kind}-{dead_pid}" / "train").mkdir(parents=True)
+    generate_synthgaze(tmp_path / "data", SynthConfig(train_persons=3, test_persons=1), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

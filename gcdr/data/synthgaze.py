@@ -1148,6 +1148,25 @@ def _objects_line(rel_path: str, scene: SynthScene) -> str:
     return json.dumps({"path": rel_path, "objects": objects})
 
 
+def _remove_killed_runs_leftovers(out_dir: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` siblings of ``out_dir`` whose process is gone (a
+    killed generation); those of a running process are left alone."""
+    for leftover in sorted(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) + sorted(
+            out_dir.parent.glob(f".{out_dir.name}.old-*")):
+        pid_text = leftover.name.rsplit("-", 1)[-1]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # that process still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        shutil.rmtree(leftover, ignore_errors=True)
+        log.info("removed %s, left by a killed SynthGaze generation", leftover)
+
+
 def read_objects(out_dir: str | os.PathLike, split: str) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
     """``{image path relative to out_dir: [(object name, (x1, y1, x2, y2) px), ...]}`` from ``<split>_objects.jsonl``
     (every drawn object, targets and distractors alike; written when ``synth.write_objects`` is true).
@@ -1247,6 +1266,7 @@ def generate_synthgaze(out_dir: str | os.PathLike, config: SynthConfig | None = 
             raise FileExistsError(f"{out_dir} exists, is not empty and holds no {INFO_FILE}: refusing to overwrite it")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_runs_leftovers(out_dir)
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
