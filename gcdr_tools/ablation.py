@@ -16,12 +16,14 @@ finished work and a killed call continues.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gcdr import paths
 
+log = logging.getLogger(__name__)
 SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
 
 
@@ -224,6 +226,8 @@ def quality_table(cfg: dict[str, Any], plan: Plan):
     """Pseudo-label quality per (source, seed, ratio) on that split's unlabeled in-frame persons."""
     import pandas as pd
 
+    from gcdr.data import load_samples
+    from gcdr.pseudolabels import check_final
     from gcdr_tools.report import pseudo_label_quality
 
     rows = []
@@ -231,6 +235,11 @@ def quality_table(cfg: dict[str, Any], plan: Plan):
         if not (folder / "manifest.csv").is_file():
             continue
         split_cfg = dict(cfg, split=dict(cfg["split"], ratio=ratio, seed=seed))
+        try:  # only finished folders are scored (a run cut short is reported as not run)
+            check_final(folder, [s.sample_id for s in load_samples(split_cfg, "unlabeled")])
+        except ValueError as error:
+            log.warning("not scored: %s", error)
+            continue
         quality = pseudo_label_quality(split_cfg, {source: folder}, reference=None).iloc[0]
         rows.append({"source": source, "seed": seed, "ratio": ratio, "auc": quality["auc"],
                      "avg_l2": quality["avg_l2"], "persons": quality["persons"]})
