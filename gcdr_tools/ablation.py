@@ -312,17 +312,18 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
                     sds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
                 x = np.arange(len(ratios)) + (k - (len(sources) - 1) / 2) * width
                 bars = ax.bar(x, means, width, yerr=sds, capsize=2, label=source)
-                for bar, mean in zip(bars, means):
-                    if mean == mean:
-                        ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, mean), fontsize=6,
+                for bar, mean, sd in zip(bars, means, sds):
+                    if mean == mean:  # the value above its error bar
+                        ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, mean + sd), fontsize=6,
                                     ha="center", va="bottom", rotation=90, xytext=(0, 2), textcoords="offset points")
             ax.set_xticks(np.arange(len(ratios)), [f"{r:g} labels" for r in ratios])
             ax.set_ylabel(label)
             ax.set_title(f"{student}: {label}, mean +- sd over seeds")
-            if metric == "auc":
-                ax.set_ylim(0.5, 1.0)
-            ax.legend(fontsize=7, loc="lower right" if metric == "auc" else "upper right")
-    fig.tight_layout()
+            top = max((b.get_height() for b in ax.patches if b.get_height() == b.get_height()), default=1.0)
+            ax.set_ylim(0.5 if metric == "auc" else 0.0, 1.08 if metric == "auc" else top * 1.2)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(sources), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
