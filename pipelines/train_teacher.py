@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -58,7 +59,7 @@ from gcdr.data.dataset import GazeDataset, gaze_collate
 from gcdr.heatmaps import normalize_heatmaps
 from gcdr.locking import folder_lock, run_stage
 from gcdr.metrics import evaluate
-from gcdr.provenance import write_provenance
+from gcdr.provenance import PROVENANCE_FILE, write_provenance
 from gcdr.students.vat import heatmap_mse_loss
 from gcdr.teacher.config import TeacherConfig
 from gcdr.teacher.diffusion import (
@@ -230,12 +231,14 @@ def _train(cfg: dict[str, Any], out_dir: Path, accelerator: Accelerator, restart
         start_epoch, global_step, history = checkpoint["epoch"], checkpoint["global_step"], checkpoint["history"]
         log.info("resuming %s at epoch %d (step %d)", checkpoint_path, start_epoch, global_step)
     if start_epoch >= teacher.epochs:
-        if accelerator.is_main_process:  # a kill after the checkpoint may have left model/ behind it: export again
+        if accelerator.is_main_process and not _finished(out_dir, start_epoch):
+            # killed after the last checkpoint, before the run was marked done: model/ may lag behind it
             model.save_pretrained(out_dir / MODEL_DIR)
             write_provenance(out_dir, STAGE, cfg, status="done", epochs_done=start_epoch,
                              last=history[-1] if history else {}, model_dir=str(out_dir / MODEL_DIR))
-        log.info("%s: already trained for %d epochs (teacher.epochs=%d); model/ exported from the checkpoint",
-                 out_dir, start_epoch, teacher.epochs)
+            log.info("%s: model/ exported again from the epoch-%d checkpoint", out_dir, start_epoch)
+        log.info("%s: already trained for %d epochs (teacher.epochs=%d); nothing to do", out_dir, start_epoch,
+                 teacher.epochs)
         return history[-1] if history else {}
 
     counts = model.parameter_counts()
@@ -343,6 +346,15 @@ def _train(cfg: dict[str, Any], out_dir: Path, accelerator: Accelerator, restart
                          model_dir=str(out_dir / MODEL_DIR), **details)
     accelerator.wait_for_everyone()
     return history[-1]
+
+
+def _finished(out_dir: Path, epochs: int) -> bool:
+    """True when provenance.json says this run finished ``epochs`` epochs (written after model/ was exported)."""
+    try:
+        record = json.loads((out_dir / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("status") == "done" and record.get("epochs_done") == epochs
 
 
 def save_checkpoint(out_dir: Path, model: GazeDiffusionTeacher, ema: GazeDiffusionTeacher | None, optimizer,
