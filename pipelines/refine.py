@@ -54,7 +54,7 @@ from tqdm import tqdm
 from gcdr import paths
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data import load_samples
-from gcdr.data.dataset import GazeDataset, gaze_collate
+from gcdr.data.dataset import GazeDataset, enlarges_head_boxes, gaze_collate
 from gcdr.data.images import ImageReadError, load_image_rgb
 from gcdr.data.sample import PersonSample
 from gcdr.heatmaps import argmax_point_norm, gaussian_heatmap_64, normalize_heatmap
@@ -247,7 +247,8 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
     if not samples:
         return
     on_error = (cfg.get("dataset") or {}).get("on_error", "raise")
-    dataset = GazeDataset(samples, train=False, style="vat", on_error=on_error)
+    dataset = GazeDataset(samples, train=False, style="vat", on_error=on_error,
+                          enlarge_head_box=enlarges_head_boxes(cfg))
     by_id = {s.sample_id: s for s in samples}
     for sample_id, reason in dataset.skipped:  # images missing (on_error: skip)
         writer.add(output_label(by_id[sample_id], np.zeros((64, 64), np.float32), source.get(sample_id), False,

@@ -49,7 +49,7 @@ from gcdr.atomic import write_csv_atomic, write_json_atomic
 from gcdr.checkpoints import load_torch_file
 from gcdr.config import add_config_args, config_from_args
 from gcdr.data import load_samples
-from gcdr.data.dataset import GazeDataset
+from gcdr.data.dataset import GazeDataset, enlarges_head_boxes
 from gcdr.locking import folder_lock, run_stage
 from gcdr.metrics import evaluate
 from gcdr.provenance import write_provenance
@@ -106,7 +106,7 @@ def make_datasets(cfg: dict[str, Any], student: StudentConfig, train_set: Traini
     """Train and test datasets; with the Gaze-LLE feature cache, their cached versions."""
     dataset_cfg = cfg.get("dataset") or {}
     common = dict(style=student.style, scene_size=student.scene_size, on_error=dataset_cfg.get("on_error", "raise"),
-                  enlarge_head_box=dataset_cfg.get("format", "gazefollow") == "gazefollow")  # VAT: GazeFollow only
+                  enlarge_head_box=enlarges_head_boxes(cfg))  # VAT: GazeFollow only
     test_ds = GazeDataset(load_samples(cfg, "test"), train=False, labeled=True, **common)
     use_cache = student.feature_cache and isinstance(model, GazeLLE)
     train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled, pseudo=folder,

@@ -55,7 +55,7 @@ from gcdr import paths
 from gcdr.atomic import atomic_path, write_csv_atomic
 from gcdr.config import add_config_args, config_from_args, section
 from gcdr.data import load_samples
-from gcdr.data.dataset import GazeDataset, gaze_collate
+from gcdr.data.dataset import GazeDataset, enlarges_head_boxes, gaze_collate
 from gcdr.heatmaps import normalize_heatmaps
 from gcdr.locking import folder_lock, run_stage
 from gcdr.metrics import evaluate
@@ -174,7 +174,8 @@ def validation_dataset(cfg: dict[str, Any], teacher: TeacherConfig) -> GazeDatas
     on_error = (cfg.get("dataset") or {}).get("on_error", "raise")
     if not samples:
         return None
-    dataset = GazeDataset(samples, train=False, style="vat", labeled=True, on_error=on_error)
+    dataset = GazeDataset(samples, train=False, style="vat", labeled=True, on_error=on_error,
+                          enlarge_head_box=enlarges_head_boxes(cfg))
     if on_error == "skip":
         dataset.drop_unreadable()  # never score a person on another person's image
     return dataset if len(dataset) else None
@@ -205,7 +206,8 @@ def _train(cfg: dict[str, Any], out_dir: Path, accelerator: Accelerator, restart
         raise ValueError("no labeled in-frame persons in the split: nothing to train the teacher on")
     train_ds = GazeDataset(labeled + unlabeled, train=True, style="vat",
                            labeled=[True] * len(labeled) + [False] * len(unlabeled), on_error=on_error,
-                           seed=teacher.seed, two_views=teacher.mean_teacher)  # view2_*: the EMA teacher's
+                           seed=teacher.seed, two_views=teacher.mean_teacher,  # view2_*: the EMA teacher's
+                           enlarge_head_box=enlarges_head_boxes(cfg))
     n_labeled = sum(train_ds.labeled)
     val_ds = validation_dataset(cfg, teacher) if accelerator.is_main_process else None
 

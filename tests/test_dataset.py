@@ -257,3 +257,11 @@ def test_drop_unreadable_leaves_only_persons_whose_image_was_read(tmp_path):
     assert [dataset.sample(i).sample_id for i in range(len(dataset))] == ["img0.png|0", "img2.png|2", "img4.png|4"]
     assert [int(dataset[i]["index"]) for i in range(len(dataset))] == [0, 1, 2] and not dataset.unreadable
     assert dataset.drop_unreadable() == []
+
+
+def test_one_head_box_rule_for_teacher_refine_and_students():
+    from gcdr.data.dataset import enlarges_head_boxes
+
+    assert enlarges_head_boxes({"dataset": {"format": "gazefollow"}}) and enlarges_head_boxes({})
+    assert not enlarges_head_boxes({"dataset": {"format": "videoattentiontarget"}})
+    assert not enlarges_head_boxes({"dataset": {"format": "headboxes"}})

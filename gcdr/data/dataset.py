@@ -352,3 +352,10 @@ def _check_gaze_point_counts(samples: Sequence[PersonSample]) -> None:
         if count > MAX_GAZE_POINTS:
             raise ValueError(f"sample {sample.sample_id!r} ({sample.source or 'no source'}) has {count} gaze "
                              f"points; at most {MAX_GAZE_POINTS} fit the padded tensor")
+
+
+def enlarges_head_boxes(cfg: dict) -> bool:
+    """Whether VAT-style inputs grow head boxes by 10 % for the config's dataset: GazeFollow-format data only
+    (VAT's GazeFollow loader does, its VideoAttentionTarget loader does not). One rule for teacher, refine and
+    students."""
+    return (cfg.get("dataset") or {}).get("format", "gazefollow") == "gazefollow"
