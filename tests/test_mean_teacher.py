@@ -26,13 +26,6 @@ TINY = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "a
         "lr": 1e-3, "mean_teacher": True, "teacher_steps": 2, "val_split": "none"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP threads otherwise wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_samples(tmp_path: Path, n: int) -> list[PersonSample]:

@@ -32,13 +32,6 @@ TINY = TeacherModelConfig(encoder_width=8, unet_channels=8, channel_mult=(1, 2, 
 IDS = ["p0", "p1", "p2", "p3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP threads otherwise wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

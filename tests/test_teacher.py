@@ -37,13 +37,6 @@ TINY = TeacherModelConfig(encoder_width=8, unet_channels=8, channel_mult=(1, 2, 
                           norm_groups=4, attention_levels=(3,))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP threads otherwise wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_teacher(seed: int = 0) -> GazeDiffusionTeacher:

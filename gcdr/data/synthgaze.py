@@ -671,6 +671,43 @@ def _finish_person(person: _PersonDraft, width: int, height: int, rng: np.random
                        target_index=person.target_index)
 
 
+def _find_layout(layout, config: SynthConfig, split: str, image_index: int, in_frame_flags: Sequence[bool],
+                 rng: np.random.Generator) -> tuple[int, int, list, list]:
+    """(width, height, person drafts, object drafts) of the first image size for which ``layout`` succeeds and
+    every person's eye x (6 decimals, with the path the test file's person key) is distinct."""
+    lo, hi = config.image_size
+    for _attempt in range(300):
+        width, height = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
+        try:
+            drafts, object_drafts = layout(width, height, in_frame_flags, rng)
+        except _LayoutFailed:
+            continue
+        eye_x_texts = [f"{p.eye(p.direction)[0] / width:.6f}" for p in drafts]
+        if len(set(eye_x_texts)) == len(eye_x_texts):  # (path, eye_x) must identify a person
+            return width, height, drafts, object_drafts
+    raise RuntimeError(f"SynthGaze: no layout found for {split} image {image_index} with {len(in_frame_flags)} persons")
+
+
+def _draw_objects(image: np.ndarray, object_drafts: list, rng: np.random.Generator) -> list[np.ndarray]:
+    """Draw every object in its jittered colours onto ``image``; returns their exact masks ([H, W] bool each)."""
+    masks = []
+    for draft in object_drafts:
+        colours = {role: _jitter_colour(rgb, rng) for role, rgb in OBJECT_KINDS[draft.name].colours_rgb.items()}
+        _draw(image, draft.primitives, colours)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        _draw(mask, draft.primitives, None)
+        masks.append(mask > 0)
+    return masks
+
+
+def _person_colours(rng: np.random.Generator) -> dict[str, tuple[int, ...]]:
+    skin = _jitter_colour(SKIN_RGB[int(rng.integers(len(SKIN_RGB)))], rng, 8)
+    return {"skin": skin, "nose": tuple(int(c * 0.8) for c in skin),
+            "hair": _jitter_colour(HAIR_RGB[int(rng.integers(len(HAIR_RGB)))], rng, 10),
+            "shirt": _random_muted_rgb(rng, (0.25, 0.65), (0.3, 0.75), avoid_green=True),
+            "eye_white": (250, 250, 250), "pupil": (15, 15, 15)}
+
+
 def render_scene(config: SynthConfig, split: str, image_index: int, in_frame_flags: Sequence[bool]) -> SynthScene:
     """Draw image ``image_index`` of ``split`` ("train" | "test") with one person per flag (True = in frame).
 
@@ -681,35 +718,14 @@ def render_scene(config: SynthConfig, split: str, image_index: int, in_frame_fla
     if config.version == 2:
         return _render_scene_v2(config, split, image_index, in_frame_flags)
     rng = np.random.default_rng([config.seed, SPLIT_CODES[split], image_index])
-    lo, hi = config.image_size
-    for _attempt in range(300):
-        width, height = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
-        try:
-            drafts, object_drafts = _layout(width, height, in_frame_flags, rng)
-        except _LayoutFailed:
-            continue
-        eye_x_texts = [f"{p.eye(p.direction)[0] / width:.6f}" for p in drafts]
-        if len(set(eye_x_texts)) == len(eye_x_texts):  # (path, eye_x) must identify a person
-            break
-    else:
-        raise RuntimeError(f"SynthGaze: no layout found for {split} image {image_index} with {len(in_frame_flags)} persons")
+    width, height, drafts, object_drafts = _find_layout(_layout, config, split, image_index, in_frame_flags, rng)
 
     image = _background(width, height, rng)
-    objects = []
-    for draft in object_drafts:
-        kind = OBJECT_KINDS[draft.name]
-        colours = {role: _jitter_colour(rgb, rng) for role, rgb in kind.colours_rgb.items()}
-        _draw(image, draft.primitives, colours)
-        mask = np.zeros((height, width), np.uint8)
-        _draw(mask, draft.primitives, None)
-        objects.append(SynthObject(draft.name, draft.box, draft.anchor, mask > 0))
+    objects = [SynthObject(d.name, d.box, d.anchor, mask)
+               for d, mask in zip(object_drafts, _draw_objects(image, object_drafts, rng))]
     persons = []
     for draft in drafts:
-        skin = _jitter_colour(SKIN_RGB[int(rng.integers(len(SKIN_RGB)))], rng, 8)
-        colours = {"skin": skin, "nose": tuple(int(c * 0.8) for c in skin),
-                   "hair": _jitter_colour(HAIR_RGB[int(rng.integers(len(HAIR_RGB)))], rng, 10),
-                   "shirt": _random_muted_rgb(rng, (0.25, 0.65), (0.3, 0.75), avoid_green=True),
-                   "eye_white": (250, 250, 250), "pupil": (15, 15, 15)}
+        colours = _person_colours(rng)
         _draw(image, _person_primitives(draft), colours)
         persons.append(_finish_person(draft, width, height, rng, config.body_box_missing_fraction, object_drafts))
     noise = rng.standard_normal(size=image.shape, dtype=np.float32) * rng.uniform(2.0, 5.0)  # [H, W, 3] sensor noise
@@ -1017,35 +1033,13 @@ def _render_scene_v2(config: SynthConfig, split: str, image_index: int, in_frame
     """``render_scene`` for version 2: background, objects, persons, then occluders (which may hide parts of
     objects and torsos, never a face, a target's anchor or a gaze ray); object masks are the visible pixels."""
     rng = np.random.default_rng([config.seed, SPLIT_CODES[split], image_index])
-    lo, hi = config.image_size
-    for _attempt in range(300):
-        width, height = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
-        try:
-            drafts, object_drafts = _layout_v2(width, height, in_frame_flags, rng)
-        except _LayoutFailed:
-            continue
-        eye_x_texts = [f"{p.eye(p.direction)[0] / width:.6f}" for p in drafts]
-        if len(set(eye_x_texts)) == len(eye_x_texts):  # (path, eye_x) must identify a person
-            break
-    else:
-        raise RuntimeError(f"SynthGaze: no layout found for {split} image {image_index} with {len(in_frame_flags)} persons")
+    width, height, drafts, object_drafts = _find_layout(_layout_v2, config, split, image_index, in_frame_flags, rng)
 
     image = _background_v2(width, height, rng)
-    masks = []
-    for draft in object_drafts:
-        kind = OBJECT_KINDS[draft.name]
-        colours = {role: _jitter_colour(rgb, rng) for role, rgb in kind.colours_rgb.items()}
-        _draw(image, draft.primitives, colours)
-        mask = np.zeros((height, width), np.uint8)
-        _draw(mask, draft.primitives, None)
-        masks.append(mask > 0)
+    masks = _draw_objects(image, object_drafts, rng)
     persons = []
     for draft in drafts:
-        skin = _jitter_colour(SKIN_RGB[int(rng.integers(len(SKIN_RGB)))], rng, 8)
-        colours = {"skin": skin, "nose": tuple(int(c * 0.8) for c in skin),
-                   "hair": _jitter_colour(HAIR_RGB[int(rng.integers(len(HAIR_RGB)))], rng, 10),
-                   "shirt": _random_muted_rgb(rng, (0.25, 0.65), (0.3, 0.75), avoid_green=True),
-                   "eye_white": (250, 250, 250), "pupil": (15, 15, 15)}
+        colours = _person_colours(rng)
         _draw(image, _person_primitives_v2(draft), colours)
         persons.append(_finish_person(draft, width, height, rng, config.body_box_missing_fraction, object_drafts,
                                       nose_length=V2_NOSE_LENGTH))
