@@ -210,9 +210,10 @@ def _train_student(cfg: dict[str, Any], student: StudentConfig, pseudo: str | No
                              "use --restart to start over (or another OUT)")
         metrics_path = out_dir / "metrics.json"
         finished = resume["epoch"] >= student.epochs or (student.max_steps and resume["global_step"] >= student.max_steps)
-        if finished and metrics_path.exists() and _read_json(metrics_path).get("final", {}).get("epoch") == resume["epoch"]:
+        written = _read_json(metrics_path)  # {} when absent
+        if finished and written.get("final", {}).get("epoch") == resume["epoch"]:
             log.info("%s: already finished (epoch %d); --restart to train again", out_dir, resume["epoch"])
-            return _read_json(metrics_path)
+            return written
 
     torch.manual_seed(student.seed)
     np.random.seed(student.seed)
