@@ -46,7 +46,7 @@ test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install
-	$(PY) -m ruff check gcdr pipelines tests
+	$(PY) -m ruff check gcdr gcdr_tools pipelines tests
 
 data-synth: install
 	$(RUN) pipelines.data_synth $(ARGS)

@@ -11,18 +11,25 @@ still raises ``FileNotFoundError`` (it already names the path).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
+
+from gcdr.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HINT = "delete it and rerun the stage that wrote it"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A weight file that cannot be loaded; the message names the path and what to do."""
 
 
@@ -116,3 +123,58 @@ def load_safetensors_file(path: str | os.PathLike, device: str | torch.device = 
             raise CheckpointError(f"{path}: could not be loaded although the file looks intact "
                                   f"({_first_line(error)})") from error
         raise CheckpointError(f"{path} {problem}; {hint}") from error
+
+
+# ------------------------------------------------------------------------------------------ weight loading
+
+class LoadReport(NamedTuple):
+    """Keys copied, module keys left untouched (missing), file keys not used (unexpected / shape mismatch)."""
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+
+def read_state_dict(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from a file or a mapping; unwraps ``{'model': sd}`` / ``{'state_dict': sd}``, strips ``module.``."""
+    if isinstance(path_or_state_dict, (str, Path)):
+        state = load_torch_file(path_or_state_dict, map_location="cpu", weights_only=True,
+                                hint="download or copy the weights file again")
+    else:
+        state = path_or_state_dict
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+            break
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def load_vat_weights(module: nn.Module, path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
+                     prefix: str = "") -> LoadReport:
+    """Copy every entry whose name (``prefix`` + file key) and shape match ``module``'s state dict (GCDR-style).
+
+    Accepts a file path or a mapping, wrapped as ``{'model': sd}`` (VAT) or ``{'state_dict': sd}`` (GCDR),
+    with or without ``module.`` prefixes. ``prefix``: where the VAT keys live inside ``module``
+    (e.g. ``"feat_extractor."`` for the diffusion teacher). Returns a :class:`LoadReport`; ``missing``
+    lists module keys under ``prefix`` that were not loaded, ``unexpected`` the file keys not used
+    (absent or of another shape; shape mismatches are logged with both shapes).
+    """
+    source = read_state_dict(path_or_state_dict)
+    target = module.state_dict()
+    loaded, unexpected = [], []
+    with torch.no_grad():
+        for key, value in source.items():
+            name = prefix + key
+            if name in target and target[name].shape == value.shape:
+                target[name].copy_(value.to(target[name].dtype))
+                loaded.append(name)
+            else:
+                if name in target:
+                    log.warning("shape mismatch for %s: file %s, model %s", name, tuple(value.shape),
+                                tuple(target[name].shape))
+                unexpected.append(key)
+    loaded_set = set(loaded)
+    missing = [k for k in target if k.startswith(prefix) and k not in loaded_set]
+    log.info("VAT weights: %d loaded, %d missing, %d unexpected", len(loaded), len(missing), len(unexpected))
+    return LoadReport(loaded, missing, unexpected)

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gcdr.errors import UserError
+
 DEFAULT_CONFIG = "configs/synthgaze.yaml"
 T = TypeVar("T")
 
@@ -27,9 +29,9 @@ T = TypeVar("T")
 SECTIONS: dict[str, str] = {
     "dataset": "gcdr.data:DatasetConfig",
     "split": "gcdr.data.splits:SplitConfig",
-    "synth": "gcdr.data.synthgaze:SynthConfig",
+    "synth": "gcdr_tools.synthgaze:SynthConfig",
     "vqa": "gcdr.vqa.blip:VqaConfig",
-    "synth_vqa": "gcdr.vqa.synth_vqa:SynthVqaConfig",
+    "synth_vqa": "gcdr_tools.synth_vqa:SynthVqaConfig",
     "gradcam": "gcdr.vqa.gradcam:GradcamConfig",
     "teacher": "gcdr.teacher.config:TeacherConfig",
     "refine": "gcdr.teacher.config:RefineConfig",
@@ -41,8 +43,22 @@ SECTIONS: dict[str, str] = {
 TOP_LEVEL_KEYS = ("name", "out_root", "_config_path")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that does not validate; the message is one line naming the file or the override."""
+
+
+class RunConfig(dict):
+    """The run's whole config, validated once (``load_config``): the YAML tree as a dict (what provenance
+    records), and every section as its typed dataclass by attribute: ``cfg.refine.T``, ``cfg.dataset.on_error``.
+
+    A section attribute is built from the tree on each access (so it never disagrees with the tree); the
+    dataclasses carry the defaults, types and ranges (see ``SECTIONS``).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SECTIONS:
+            return build_section(self, name)
+        raise AttributeError(f"config has no section {name!r}{_suggest(name, list(SECTIONS))}")
 
 
 def section_class(name: str) -> type:
@@ -182,7 +198,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[st
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (default ``configs/synthgaze.yaml``), apply overrides and validate the result.
 
     The file is checked first (errors name it), then each override (errors name ``--set key=value``),
@@ -191,7 +207,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """
     path = Path(path or DEFAULT_CONFIG)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path} (the configs that ship are in configs/)")
     with open(path) as f:
         cfg = yaml.safe_load(f) or {}
     if not isinstance(cfg, dict):
@@ -206,7 +222,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     cfg = apply_overrides(cfg, overrides)
     cfg["_config_path"] = str(path)
     validate_config(cfg, str(path), overrides)
-    return cfg
+    return RunConfig(cfg)
 
 
 def section(cfg: dict[str, Any], name: str, cls: type[T]) -> T:
@@ -234,7 +250,7 @@ def add_config_args(parser) -> None:
                         help="override a config value, e.g. --set split.ratio=0.1 (repeatable)")
 
 
-def config_from_args(args) -> dict[str, Any]:
+def config_from_args(args) -> RunConfig:
     """``load_config`` for a stage's command line; an invalid config exits with its one-line message."""
     try:
         return load_config(args.config, args.overrides)

@@ -7,8 +7,8 @@ left behind by a dead job; the file itself stays (it only records who holds the 
 the temporary files a killed job left in the folder are removed (gcdr.atomic.remove_stale_temporaries).
 
 ``run_stage(main)`` runs a pipeline's main: Ctrl-C ends it with one line and exit code 130, and the one-line
-errors meant for the user (a folder in use, a damaged or unfinished pseudo-label folder) are printed without a
-traceback (exit code 1).
+errors meant for the user (gcdr.errors.UserError: a folder in use, a bad config, a damaged or unfinished input,
+another request's output) are printed without a traceback (exit code 1; ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from gcdr.atomic import remove_stale_temporaries
+from gcdr.errors import UserError
 
 LOCK_FILE = ".lock"
 INTERRUPTED = "interrupted; rerun the same command to continue"
 
 
-class FolderInUseError(RuntimeError):
+class FolderInUseError(UserError, RuntimeError):
     """Another process holds the folder's lock; the message names the folder, the process and the lock file."""
 
 
@@ -79,15 +80,19 @@ def folder_lock(folder: str | os.PathLike, enabled: bool = True, clean: bool = T
 
 
 def run_stage(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a pipeline's ``main``; Ctrl-C -> one line and exit code 130, a user-facing error -> one line, code 1."""
-    from gcdr.pseudolabels import PseudoLabelFolderError
-
+    """Run a pipeline's ``main``: Ctrl-C -> one line and exit code 130; a :class:`gcdr.errors.UserError` -> one
+    line and exit code 1, without a traceback unless ``--debug`` is on the command line (or GCDR_DEBUG=1)."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("GCDR_DEBUG", "") not in ("", "0")
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")  # not an option of any stage's own parser
     try:
         return main(*args, **kwargs)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting prints nothing either
         print(INTERRUPTED, file=sys.stderr, flush=True)
         raise SystemExit(130) from None
-    except (FolderInUseError, PseudoLabelFolderError) as error:
+    except UserError as error:
+        if debug:
+            raise
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from gcdr.atomic import atomic_path, write_json_atomic
+from gcdr.errors import UserError
 from gcdr.heatmaps import HEATMAP_SIZE
 from gcdr.provenance import PROVENANCE_FILE
 
@@ -109,7 +110,7 @@ def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("_")[-80:]
 
 
-class PseudoLabelFolderError(ValueError):
+class PseudoLabelFolderError(UserError, ValueError):
     """A damaged pseudo-label folder: the message names the file, what is wrong and what to do."""
 
 

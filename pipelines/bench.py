@@ -6,7 +6,7 @@ Stages measured (medians of --repeats runs):
   teacher        samples/s of one supervised teacher training step, tiny and official size
   students       training samples/s: VAT, Gaze-LLE, Gaze-LLE with the feature cache; time per part
 Every row also reports its peak memory: each row (each Grad-CAM loop, each teacher size and STEPS, each
-student variant) runs in its own fresh process (gcdr.benchmark_memory), whose peak resident set size (CPU)
+student variant) runs in its own fresh process (gcdr_tools.bench.memory), whose peak resident set size (CPU)
 or torch.cuda.max_memory_allocated (GPU) is that row's alone.
 Results go to BENCHMARKS.md (machine, commands, date) and bench.json under <out_root>/bench/.
 On a machine with a GPU, the blip-vqa-base-sized Grad-CAM row and GPU batch sizes are added automatically.
@@ -27,20 +27,20 @@ import torch
 
 from gcdr import paths
 from gcdr.atomic import write_json_atomic, write_text_atomic
-from gcdr.benchmark_memory import preload, run_in_fresh_process, start_method
 from gcdr.config import add_config_args, config_from_args
 from gcdr.locking import run_stage
 from gcdr.provenance import git_revision
+from gcdr_tools.bench.memory import preload, run_in_fresh_process, start_method
 
 log = logging.getLogger("gcdr.bench")
 
 # Salesforce/blip-vqa-base's sizes (ViT-B/16 at 384 px, 12-layer BERT-base text encoder and decoder)
 BLIP_BASE_SIZE = dict(image_size=384, patch_size=16, hidden_size=768, vision_layers=12, text_layers=12, heads=12)
-GRADCAM_LOOPS = ("per_person", "batched")  # gcdr.vqa.benchmark.LOOPS (not imported: transformers is slow)
+GRADCAM_LOOPS = ("per_person", "batched")  # gcdr_tools.bench.vqa.LOOPS (not imported: transformers is slow)
 REFINE_STEPS = (2, 10)
-STUDENT_VARIANTS = ("vat", "gazelle", "gazelle_cached")  # gcdr.students.benchmark.VARIANTS
-STAGE_MODULES = {"gradcam": "gcdr.vqa.benchmark", "refine": "gcdr.teacher.benchmark",
-                 "teacher": "gcdr.teacher.benchmark", "students": "gcdr.students.benchmark"}
+STUDENT_VARIANTS = ("vat", "gazelle", "gazelle_cached")  # gcdr_tools.bench.students.VARIANTS
+STAGE_MODULES = {"gradcam": "gcdr_tools.bench.vqa", "refine": "gcdr_tools.bench.teacher",
+                 "teacher": "gcdr_tools.bench.teacher", "students": "gcdr_tools.bench.students"}
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def bench_gradcam(quick: bool, repeats: int, device: str) -> dict[str, Any]:
     for name, (size, n_persons, batch_size, runs, half) in models.items():
         row: dict[str, Any] = {"memory": {}}
         for loop in GRADCAM_LOOPS:
-            timed, row["memory"][loop] = run_row("gcdr.vqa.benchmark:benchmark_gradcam", (size,), runs,
+            timed, row["memory"][loop] = run_row("gcdr_tools.bench.vqa:benchmark_gradcam", (size,), runs,
                                                  n_persons=n_persons, batch_size=batch_size, device=device,
                                                  half_precision=half, loops=(loop,))
             for in_process_figure in (f"{loop}_peak_mb", "memory"):  # replaced by the fresh process' "memory"
@@ -102,7 +102,7 @@ def bench_refine(quick: bool, repeats: int, device: str) -> dict[str, Any]:
         row: dict[str, Any] = {"persons_per_s": {}, "memory": {}}
         for steps in REFINE_STEPS:
             timed, row["memory"][f"steps={steps}"] = run_row(
-                "gcdr.teacher.benchmark:benchmark_refine", (), setting["runs"], configs=[name], steps=(steps,),
+                "gcdr_tools.bench.teacher:benchmark_refine", (), setting["runs"], configs=[name], steps=(steps,),
                 batch_size=setting["batch_size"], batches=setting["batches"], device=device)
             row["parameters"] = timed["configs"][name]["parameters"]
             row["persons_per_s"].update(timed["configs"][name]["persons_per_s"])
@@ -122,7 +122,7 @@ def bench_teacher_training(quick: bool, repeats: int, device: str) -> dict[str, 
         settings["resnet50"] = dict(batch_size=48 if gpu else 4, steps=3 if gpu else 1, runs=repeats if gpu else 1)
     result = {}
     for name, setting in settings.items():
-        timed, memory = run_row("gcdr.teacher.benchmark:benchmark_training_step", (name,), setting["runs"],
+        timed, memory = run_row("gcdr_tools.bench.teacher:benchmark_training_step", (name,), setting["runs"],
                                 batch_size=setting["batch_size"], steps=setting["steps"], device=device)
         result[name] = {**timed, "memory": memory}
     return result
@@ -132,7 +132,7 @@ def bench_students(cfg: dict[str, Any], quick: bool, repeats: int, device: str) 
     """Training samples/s and time per part of each student variant, each variant in its own process."""
     result: dict[str, Any] = {}
     for variant in STUDENT_VARIANTS:
-        timed, memory = run_row("gcdr.students.benchmark:benchmark_students", (cfg,), repeats,
+        timed, memory = run_row("gcdr_tools.bench.students:benchmark_students", (cfg,), repeats,
                                 variants=(variant,), steps=1 if quick else 5, batch_size=4 if quick else None,
                                 device=device)
         result.update(device=timed["device"], torch_threads=timed["torch_threads"])

@@ -11,8 +11,8 @@ import argparse
 import logging
 
 from gcdr.config import add_config_args, config_from_args, section
-from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
 from gcdr.locking import run_stage
+from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 log = logging.getLogger("pipelines.data_synth")
 

@@ -2,7 +2,7 @@
 
     python -m pipelines.synth_vqa --config configs/synthgaze.yaml [--set synth_vqa.epochs=4] [--force]
 
-It stands in for the pretrained BLIP VQA model offline (see gcdr/vqa/synth_vqa.py for which persons it learns
+It stands in for the pretrained BLIP VQA model offline (see gcdr_tools/synth_vqa.py for which persons it learns
 from). Skips the work when ``vqa.model`` already holds a model trained with the same ``synth:``, ``synth_vqa:``
 and ``vqa:`` settings. Writes model + processor (save_pretrained), metrics.json (test accuracy) and provenance.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from gcdr.config import add_config_args, config_from_args
 from gcdr.locking import run_stage
 from gcdr.provenance import PROVENANCE_FILE
-from gcdr.vqa.synth_vqa import METRICS_FILE, train_synth_vqa
+from gcdr_tools.synth_vqa import METRICS_FILE, train_synth_vqa
 
 log = logging.getLogger("pipelines.synth_vqa")
 SETTINGS = ("synth", "synth_vqa", "vqa", "dataset", "split")

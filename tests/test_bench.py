@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from gcdr.benchmark_memory import peak_rss_mb, run_in_fresh_process
+from gcdr_tools.bench.memory import peak_rss_mb, run_in_fresh_process
 
 MIB = 2**20
 

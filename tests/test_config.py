@@ -47,12 +47,12 @@ def test_split_file_names_follow_gcdr():
 
 def test_every_section_builds_its_stage_dataclass():
     from gcdr.data import DatasetConfig
-    from gcdr.data.synthgaze import SynthConfig
     from gcdr.students.training import StudentConfig
     from gcdr.teacher.config import RefineConfig, TeacherConfig
     from gcdr.vqa.blip import VqaConfig
     from gcdr.vqa.gradcam import GradcamConfig
-    from gcdr.vqa.synth_vqa import SynthVqaConfig
+    from gcdr_tools.synth_vqa import SynthVqaConfig
+    from gcdr_tools.synthgaze import SynthConfig
 
     classes = {"dataset": DatasetConfig, "synth": SynthConfig, "vqa": VqaConfig, "synth_vqa": SynthVqaConfig,
                "gradcam": GradcamConfig, "teacher": TeacherConfig, "refine": RefineConfig, "student": StudentConfig}
@@ -166,3 +166,16 @@ def test_section_suggests_near_misses():
 def test_refine_and_teacher_values_are_checked_when_the_config_is_loaded(override, message):
     with pytest.raises(ValueError, match=message):
         load_config("configs/synthgaze.yaml", [override])
+
+
+def test_the_run_config_gives_each_section_typed_and_refuses_unknown_sections():
+    from gcdr.config import ConfigError, RunConfig, load_config
+    from gcdr.teacher.config import RefineConfig
+
+    cfg = load_config("configs/synthgaze.yaml", ["refine.T=100"])
+    assert isinstance(cfg, RunConfig) and isinstance(cfg.refine, RefineConfig)
+    assert cfg.refine.T == 100 and cfg["refine"]["T"] == 100  # the typed section and the tree agree
+    with pytest.raises(AttributeError, match="did you mean 'refine'"):
+        cfg.refien  # noqa: B018
+    with pytest.raises(ConfigError, match="config file not found: nowhere.yaml"):
+        load_config("nowhere.yaml")

@@ -1,9 +1,16 @@
 """`make demo` smoke version: every stage connects, the same seed gives the same numbers, a rerun redoes nothing."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+from smoke_reference import smoke_digest
+
+REFERENCE = Path(__file__).parent / "fixtures" / "smoke_demo_reference.json"
 
 
 def smoke(out):
@@ -28,6 +35,9 @@ def test_demo_smoke_runs_every_stage_is_reproducible_and_resumes(tmp_path):
     assert sorted(quality["source"]) == ["GCDR T=250", "Grad-CAM (raw)", "argmax"]
     assert "Pseudo-label quality" in first.stdout and "avg_l2 on the test split" in first.stdout
 
+    # the values the smoke demo gave before the redesign of the stages (recorded by tests/smoke_reference.py)
+    assert_matches_reference(smoke_digest(tmp_path / "a"), json.loads(REFERENCE.read_text()))
+
     # same seed, other folder: the same numbers to the last digit (nothing reads the clock)
     smoke(tmp_path / "b")
     assert pd.read_csv(tmp_path / "b" / "demo" / "students.csv").equals(students)
@@ -41,3 +51,20 @@ def test_demo_smoke_runs_every_stage_is_reproducible_and_resumes(tmp_path):
     before = {path: path.stat().st_mtime_ns for path in finished}
     smoke(out)
     assert {path: path.stat().st_mtime_ns for path in finished} == before
+
+
+def assert_matches_reference(found: dict, reference: dict) -> None:
+    """Bit for bit on a CPU of the recording's kind (the same kernels); else equal to float tolerance."""
+    assert sorted(found["folders"]) == sorted(reference["folders"])
+    same_kernels = found["cpu_capability"] == reference["cpu_capability"]
+    for name, expected in reference["folders"].items():
+        assert found["folders"][name]["persons"] == expected["persons"], name
+        if same_kernels:
+            assert found["folders"][name]["sha256"] == expected["sha256"], name
+        np.testing.assert_allclose(found["folders"][name]["map_sums"], expected["map_sums"], rtol=1e-3, atol=0.05)
+    for table in ("students.csv", "quality.csv"):
+        if same_kernels:
+            assert found[table] == reference[table], table
+        else:
+            for row, expected in zip(found[table], reference[table], strict=True):
+                assert row == pytest.approx(expected, rel=1e-4), table

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 0.01

@@ -13,9 +13,9 @@ import torch
 
 from gcdr.data.dataset import VIEW2_KEYS, GazeDataset
 from gcdr.data.sample import IN_FRAME, PersonSample
-from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
 from gcdr.data.transforms import AugmentConfig, View, augment_vat_two_views, gaussian_heatmap_64
 from gcdr.teacher.config import TeacherConfig
+from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 HEAD_BOX = (60.0, 40.0, 100.0, 90.0)
 GAZE = (0.7, 0.6)

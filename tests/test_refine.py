@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
 from gcdr.heatmaps import gaussian_heatmap_64, normalize_heatmap, normalize_heatmaps
 from gcdr.locking import FolderInUseError
 from gcdr.provenance import write_provenance
@@ -26,6 +25,7 @@ from gcdr.teacher.diffusion import (
     refine_heatmaps,
 )
 from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
+from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 TINY = TeacherModelConfig(encoder_width=8, unet_channels=8, channel_mult=(1, 2, 2, 2), attention_head_dim=8,
                           norm_groups=4, attention_levels=(3,))

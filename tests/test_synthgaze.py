@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gcdr.data.synthgaze import (
+from gcdr_tools.synthgaze import (
     OBJECT_KINDS,
     OBJECT_NAMES,
     OBJECTS_FILE,
@@ -449,7 +449,7 @@ def test_version_config_validation():
 
 
 def test_a_killed_generation_leaves_nothing_behind_after_the_next_run(tmp_path):
-    from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+    from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
     dead_pid = 2**22 + 12345  # above the default pid_max: never a running process
     for kind in ("tmp", "old"):

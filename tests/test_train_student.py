@@ -17,7 +17,6 @@ from gcdr.data.dataset import GazeDataset
 from gcdr.data.images import ImageReadError
 from gcdr.data.sample import PersonSample
 from gcdr.data.splits import make_split
-from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
 from gcdr.heatmaps import gaussian_heatmap_64
 from gcdr.pseudolabels import (
     IncompleteFolderError,
@@ -42,6 +41,7 @@ from gcdr.students.training import (
     save_checkpoint,
     student_loss,
 )
+from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 VAT_DEMO = Path("/work/shared/data/vat-demo")
 TINY_VAT = ["student.model=vat", "student.vat_width=4", "student.vat_input_size=64"]

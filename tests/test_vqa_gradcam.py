@@ -245,7 +245,7 @@ def test_per_person_path_writes_the_same_folder(vqa, scenes, tmp_path):
 
 
 def test_pipeline_cli_writes_a_finalized_folder(model_dir, tmp_path):
-    from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+    from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
     from pipelines import gradcam as gradcam_pipeline
 
     data = tmp_path / "data"
@@ -264,7 +264,7 @@ def test_pipeline_cli_writes_a_finalized_folder(model_dir, tmp_path):
 
 
 def test_benchmark_reports_both_paths():
-    from gcdr.vqa.benchmark import benchmark_gradcam
+    from gcdr_tools.bench.vqa import benchmark_gradcam
 
     result = benchmark_gradcam({"image_size": 48, "hidden_size": 32, "vision_layers": 1, "heads": 2},
                                n_persons=4, batch_size=4, device="cpu")

@@ -8,7 +8,7 @@ import torch
 
 from gcdr.data.sample import PersonSample
 from gcdr.vqa.blip import VqaConfig, load_vqa
-from gcdr.vqa.synth_vqa import SynthVqaConfig, answer_of, vocabulary, words_of
+from gcdr_tools.synth_vqa import SynthVqaConfig, answer_of, vocabulary, words_of
 
 
 def test_answers_come_from_the_meta_column():
@@ -34,7 +34,7 @@ def test_bad_settings_are_errors():
 
 
 def test_synth_vqa_pipeline_trains_saves_and_skips(tmp_path):
-    from gcdr.data.synthgaze import SynthConfig, generate_synthgaze
+    from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
     from pipelines import synth_vqa as synth_vqa_pipeline
 
     data = tmp_path / "data"
@@ -70,7 +70,7 @@ def test_synth_vqa_pipeline_trains_saves_and_skips(tmp_path):
 
 
 def test_sincos_position_embeddings_are_local():
-    from gcdr.vqa.synth_vqa import sincos_position_embeddings
+    from gcdr_tools.synth_vqa import sincos_position_embeddings
 
     table = sincos_position_embeddings((6, 6), 32)  # [1 + 36, 32], row 0 = image [CLS]
     assert table.shape == (37, 32) and torch.all(table[0] == 0)
@@ -84,7 +84,7 @@ def test_sincos_position_embeddings_are_local():
 
 def test_head_attention_supervision_needs_an_earlier_layer_and_adds_loss():
     from gcdr.vqa.blip import as_vqa, build_blip_from_scratch
-    from gcdr.vqa.train import vqa_loss
+    from gcdr_tools.vqa_training import vqa_loss
 
     question = VqaConfig().question
     model, processor = build_blip_from_scratch(vocabulary(VqaConfig()), image_size=32, patch_size=8, hidden_size=32,
@@ -105,9 +105,9 @@ def test_the_honest_stand_in_never_reads_a_gaze_point(tmp_path):
     import dataclasses
 
     from gcdr.data.gazefollow import read_gazefollow
-    from gcdr.data.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze, read_objects
     from gcdr.vqa.blip import build_blip_from_scratch
-    from gcdr.vqa.synth_vqa import GROUNDING_QUESTION, build_examples
+    from gcdr_tools.synth_vqa import GROUNDING_QUESTION, build_examples
+    from gcdr_tools.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze, read_objects
 
     data = tmp_path / "draw"
     generate_synthgaze(data, SynthConfig(version=2, train_persons=12, test_persons=0, write_objects=True),

@@ -13,7 +13,7 @@ import torch
 from gcdr.vqa.blip import as_vqa, build_blip_from_scratch
 from gcdr.vqa.gradcam import GradcamConfig, VqaGradcam
 from gcdr.vqa.prompt import PersonPrompt
-from gcdr.vqa.train import VqaExamples, answer_accuracy, preprocess_images, train_vqa
+from gcdr_tools.vqa_training import VqaExamples, answer_accuracy, preprocess_images, train_vqa
 
 SIZE, PATCH = 48, 8
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}

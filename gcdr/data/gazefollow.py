@@ -40,6 +40,7 @@ import pandas as pd
 from gcdr.atomic import atomic_path
 from gcdr.data.images import ImageReadError, image_size_wh
 from gcdr.data.sample import IN_FRAME, INOUT_UNKNOWN, PersonSample
+from gcdr.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ KNOWN_COLUMN_COUNTS = (TRAIN_COLUMNS, TEST_COLUMNS, TRAIN_PERSONDET_COLUMNS, TES
 _ENCODING, _ENCODING_ERRORS = "utf-8", "surrogateescape"  # undecodable bytes survive a read/write round trip
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A malformed annotation row or file; the message starts with ``<file>:<line>:``."""
 
 

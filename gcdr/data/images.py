@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gcdr.errors import UserError
+
 _CV2_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file is missing or cannot be decoded; the message names the file."""
 
 

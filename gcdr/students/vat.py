@@ -25,129 +25,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from gcdr.checkpoints import load_torch_file
+from gcdr.checkpoints import LoadReport, load_vat_weights, read_state_dict  # noqa: F401 (re-exported)
+from gcdr.encoders import VAT_INPUT_SIZE, VATEncoder, init_vat_weights  # noqa: F401 (re-exported)
 from gcdr.heatmaps import HEATMAP_SIZE
 
 log = logging.getLogger(__name__)
 
-VAT_INPUT_SIZE = 224  # feature grid 7 = 224 / 32; head vector 28 x 28 = the head channel max-pooled 3 times
 HEATMAP_AMP_FACTOR = 10000.0  # VAT's "amp factor" on the per-pixel MSE
-
-# backbone name -> (block, blocks per layer 1..4, layer5 blocks, default width)
-_BACKBONES: dict[str, tuple[type[nn.Module], tuple[int, int, int, int], int, int]] = {
-    "resnet50": (Bottleneck, (3, 4, 6, 3), 2, 64),
-    "resnet18": (BasicBlock, (2, 2, 2, 2), 2, 32),
-}
-
-
-def _make_layer(block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """A ResNet stage with torchvision blocks (their sub-keys match VAT's: conv1, bn1, ..., downsample.0/1)."""
-    out_planes = planes * block.expansion
-    downsample = None
-    if stride != 1 or inplanes != out_planes:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, out_planes, kernel_size=1, stride=stride, bias=False),
-            nn.BatchNorm2d(out_planes),
-        )
-    layers = [block(inplanes, planes, stride, downsample)]
-    layers += [block(out_planes, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
-
-
-def _init_vat_weights(module: nn.Module) -> None:
-    """VAT's init: conv weights ~ N(0, sqrt(2 / (k_h k_w out_channels))), BN weight 1 / bias 0, Linear default."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan))
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-class VATEncoder(nn.Module):
-    """VAT's two pathways, head-conditioned attention and fusion, up to the fused 7x7 feature.
-
-    forward(scene [B, 3, 224, 224], head_channel [B, 1, 224, 224], face [B, 3, 224, 224])
-        -> fused feature [B, out_channels, 7, 7] = cat(attended scene map, face map).
-    ``forward_with_attention`` also returns the attention map [B, 1, 7, 7] (softmax over the 49 cells).
-    """
-
-    def __init__(self, backbone: str = "resnet50", width: int | None = None, input_size: int = VAT_INPUT_SIZE):
-        super().__init__()
-        if backbone not in _BACKBONES:
-            raise ValueError(f"unknown VAT backbone {backbone!r}; choose from {sorted(_BACKBONES)}")
-        block, blocks, layer5_blocks, default_width = _BACKBONES[backbone]
-        width = width or default_width
-        self.backbone = backbone
-        self.width = width
-        self.input_size = input_size
-        self.grid = math.ceil(input_size / 32)  # 7; every stride-2 layer rounds up
-        head_side = math.ceil(input_size / 8)  # 28
-        widths = (width, 2 * width, 4 * width, 8 * width)
-        layer5_planes = 4 * width  # resnet50: 256 planes -> 1024 out; resnet18 (width 32): 128 out
-        self.pathway_channels = layer5_planes * block.expansion  # 1024 for resnet50
-
-        # attribute order = state-dict order = VAT's
-        self.conv1_scene = nn.Conv2d(4, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1_scene = nn.BatchNorm2d(width)
-        self.layer1_scene, self.layer2_scene, self.layer3_scene, self.layer4_scene, self.layer5_scene = (
-            self._pathway(block, width, widths, blocks, layer5_planes, layer5_blocks))
-        self.conv1_face = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1_face = nn.BatchNorm2d(width)
-        self.layer1_face, self.layer2_face, self.layer3_face, self.layer4_face, self.layer5_face = (
-            self._pathway(block, width, widths, blocks, layer5_planes, layer5_blocks))
-        self.attn = nn.Linear(head_side * head_side + self.pathway_channels, self.grid * self.grid)
-
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.out_channels = 2 * self.pathway_channels  # 2048 for resnet50
-        _init_vat_weights(self)
-
-    @staticmethod
-    def _pathway(block, width, widths, blocks, layer5_planes, layer5_blocks) -> list[nn.Sequential]:
-        layers, inplanes = [], width
-        for planes, n, stride in zip(widths, blocks, (1, 2, 2, 2)):
-            layers.append(_make_layer(block, inplanes, planes, n, stride))
-            inplanes = planes * block.expansion
-        layers.append(_make_layer(block, inplanes, layer5_planes, layer5_blocks, 1))
-        return layers
-
-    def _run_pathway(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        x = self.maxpool(self.relu(getattr(self, f"bn1_{which}")(getattr(self, f"conv1_{which}")(x))))
-        for i in range(1, 6):
-            x = getattr(self, f"layer{i}_{which}")(x)
-        return x  # [B, C_path, 7, 7]
-
-    def forward_with_attention(self, scene: torch.Tensor, head_channel: torch.Tensor,
-                               face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fused [B, out_channels, 7, 7], attention [B, 1, 7, 7])."""
-        scene, head_channel, face = self._fit_inputs(scene, head_channel, face)
-        face_map = self._run_pathway(face, "face")  # [B, C, 7, 7]
-        head_vector = self.maxpool(self.maxpool(self.maxpool(head_channel))).flatten(1)  # [B, 784]
-        face_vector = F.adaptive_avg_pool2d(face_map, 1).flatten(1)  # [B, C]
-        attention = self.attn(torch.cat([head_vector, face_vector], dim=1))  # [B, 49]
-        attention = F.softmax(attention, dim=1).view(-1, 1, self.grid, self.grid)  # [B, 1, 7, 7]
-        scene_map = self._run_pathway(torch.cat([scene, head_channel], dim=1), "scene")  # [B, C, 7, 7]
-        fused = torch.cat([attention * scene_map, face_map], dim=1)  # [B, 2C, 7, 7]
-        return fused, attention
-
-    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(scene, head_channel, face)[0]
-
-    def _fit_inputs(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Resize inputs to ``input_size`` (area averaging) when they differ; a no-op for VAT's 224."""
-        size = self.input_size
-        return tuple(x if x.shape[-1] == size and x.shape[-2] == size else
-                     F.interpolate(x, size=(size, size), mode="area") for x in inputs)
 
 
 class VATSpatial(VATEncoder):
@@ -180,7 +69,7 @@ class VATSpatial(VATEncoder):
         self.deconv3 = nn.ConvTranspose2d(c4, 1, kernel_size=4, stride=2)  # 31 -> 64
         self.deconv_bn3 = nn.BatchNorm2d(1)
         self.conv4 = nn.Conv2d(1, 1, kernel_size=1, stride=1)
-        _init_vat_weights(self)
+        init_vat_weights(self)
         if zero_init_output:
             nn.init.zeros_(self.conv4.weight)
             nn.init.zeros_(self.conv4.bias)
@@ -243,59 +132,6 @@ def inout_bce_loss(inout_logit: torch.Tensor, inout: torch.Tensor, weight: float
 
 
 # ------------------------------------------------------------------------------------------ weight loading
-
-class LoadReport(NamedTuple):
-    """Keys copied, module keys left untouched (missing), file keys not used (unexpected / shape mismatch)."""
-
-    loaded: list[str]
-    missing: list[str]
-    unexpected: list[str]
-
-
-def read_state_dict(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict from a file or a mapping; unwraps ``{'model': sd}`` / ``{'state_dict': sd}``, strips ``module.``."""
-    if isinstance(path_or_state_dict, (str, Path)):
-        state = load_torch_file(path_or_state_dict, map_location="cpu", weights_only=True,
-                                hint="download or copy the weights file again")
-    else:
-        state = path_or_state_dict
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
-            state = state[wrapper]
-            break
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()
-            if isinstance(v, torch.Tensor)}
-
-
-def load_vat_weights(module: nn.Module, path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
-                     prefix: str = "") -> LoadReport:
-    """Copy every entry whose name (``prefix`` + file key) and shape match ``module``'s state dict (GCDR-style).
-
-    Accepts a file path or a mapping, wrapped as ``{'model': sd}`` (VAT) or ``{'state_dict': sd}`` (GCDR),
-    with or without ``module.`` prefixes. ``prefix``: where the VAT keys live inside ``module``
-    (e.g. ``"feat_extractor."`` for the diffusion teacher). Returns a :class:`LoadReport`; ``missing``
-    lists module keys under ``prefix`` that were not loaded, ``unexpected`` the file keys not used
-    (absent or of another shape; shape mismatches are logged with both shapes).
-    """
-    source = read_state_dict(path_or_state_dict)
-    target = module.state_dict()
-    loaded, unexpected = [], []
-    with torch.no_grad():
-        for key, value in source.items():
-            name = prefix + key
-            if name in target and target[name].shape == value.shape:
-                target[name].copy_(value.to(target[name].dtype))
-                loaded.append(name)
-            else:
-                if name in target:
-                    log.warning("shape mismatch for %s: file %s, model %s", name, tuple(value.shape),
-                                tuple(target[name].shape))
-                unexpected.append(key)
-    loaded_set = set(loaded)
-    missing = [k for k in target if k.startswith(prefix) and k not in loaded_set]
-    log.info("VAT weights: %d loaded, %d missing, %d unexpected", len(loaded), len(missing), len(unexpected))
-    return LoadReport(loaded, missing, unexpected)
-
 
 def vat_size_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, str | int]:
     """The :class:`VATSpatial` arguments a VAT state dict (flat ``ModelSpatial`` keys) was saved from.

@@ -61,8 +61,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gcdr.atomic import atomic_path, write_json_atomic
-from gcdr.checkpoints import CheckpointError, load_safetensors_file
-from gcdr.students.vat import LoadReport, VATEncoder, load_vat_weights
+from gcdr.checkpoints import CheckpointError, LoadReport, load_safetensors_file, load_vat_weights
+from gcdr.encoders import VATEncoder
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcdr.benchmark_memory import peak_rss_mb
 from gcdr.vqa.blip import Vqa, VqaConfig, as_vqa, build_blip_from_scratch, load_vqa
 from gcdr.vqa.gradcam import GradcamConfig, VqaGradcam
 from gcdr.vqa.prompt import PersonPrompt, draw_box
+from gcdr_tools.bench.memory import peak_rss_mb
 
 SMALL_BLIP = dict(image_size=96, patch_size=8, hidden_size=128, vision_layers=4, text_layers=2, heads=4)
 LOOPS = ("per_person", "batched")  # batch size 1 vs ``batch_size``
@@ -72,7 +72,7 @@ def benchmark_gradcam(model_dir_or_config: str | Path | dict | Vqa = SMALL_BLIP,
         or a loaded ``Vqa``.
     loops: which of "per_person" (batch size 1) and "batched" to time, each warmed up with its own batch
         size first, so a process timing one loop never runs the other's batch size (``make bench`` times
-        each loop in its own process for its peak memory, see gcdr.benchmark_memory).
+        each loop in its own process for its peak memory, see gcdr_tools.bench.memory).
     Returns {"persons", "batch_size", "method", "device", "dtype", "grid_hw", "memory"} plus, per loop timed,
     "batched_persons_per_s" / "batched_peak_mb" and "per_person_persons_per_s" / "per_person_peak_mb", and
     "speedup" (per-person seconds / batched seconds) when both ran. "memory" says what the peaks measure:

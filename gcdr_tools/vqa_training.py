@@ -1,6 +1,6 @@
 """Training a (small) BLIP VQA model on (image, question, answer) triples, and scoring its answers.
 
-Used by ``make synth-vqa`` (gcdr.vqa.synth_vqa) and by the tests' toy tasks. One readable loop: AdamW,
+Used by ``make synth-vqa`` (gcdr_tools.synth_vqa) and by the tests' toy tasks. One readable loop: AdamW,
 linear warm-up then cosine decay, cross-entropy of the answer tokens ([BOS] answer [SEP]) under teacher forcing,
 random horizontal flips of the pixels (the question and answer never depend on left/right).
 

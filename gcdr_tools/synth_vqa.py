@@ -53,7 +53,7 @@ from gcdr.data.sample import PersonSample
 from gcdr.provenance import write_provenance
 from gcdr.vqa.blip import VqaConfig, as_vqa, build_blip_from_scratch, pick_device
 from gcdr.vqa.prompt import person_prompt
-from gcdr.vqa.train import VqaExamples, answer_accuracy, preprocess_images, train_vqa
+from gcdr_tools.vqa_training import VqaExamples, answer_accuracy, preprocess_images, train_vqa
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SynthVqaConfig:
     the <name>?" questions per image of the draw (distinct names, grounding only); label_smoothing: of the
     answer loss (keeps answer probabilities below 1, where Grad-CAM's gradients would vanish); attention_weight:
     weight of the attention supervision of the text encoder's cross-attention layer ``gradcam.layer`` towards the
-    training persons' gaze points (0 = answers only; see gcdr.vqa.train); attention_sigma: sd of its Gaussian
+    training persons' gaze points (0 = answers only; see gcdr_tools.vqa_training); attention_sigma: sd of its Gaussian
     target in patches; head_attention_weight: weight of the supervision of the layer before ``gradcam.layer``
     towards the person's head (0 = off; needs a text layer before it, e.g. text_layers 3 with layer -2).
     position_init: ``random`` (transformers' default, sd 0.02: the patches hardly know where they are at first)
@@ -146,7 +146,7 @@ def words_of(text: str) -> list[str]:
 
 def answer_of(sample: PersonSample) -> str | None:
     """The SynthGaze answer of a person: its target object's name; None when out of frame or not SynthGaze."""
-    from gcdr.data.synthgaze import target_name
+    from gcdr_tools.synthgaze import target_name
 
     return target_name(sample.meta)
 
@@ -215,7 +215,7 @@ def _independent_draw(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: 
                       ) -> tuple[list[PersonSample], dict[str, list]]:
     """The independent SynthGaze draw's persons and its objects (image path -> [(name, box_xyxy_px), ...])."""
     from gcdr.data.gazefollow import read_gazefollow
-    from gcdr.data.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze, read_objects
+    from gcdr_tools.synthgaze import TRAIN_PERSONDET_FILE, SynthConfig, generate_synthgaze, read_objects
 
     synth = section(cfg, "synth", SynthConfig)
     draw = dataclasses.replace(synth, seed=synth.seed + INDEPENDENT_SEED_OFFSET, train_persons=train_cfg.persons,
@@ -243,7 +243,7 @@ def training_samples(cfg: dict[str, Any], train_cfg: SynthVqaConfig, progress: b
 
 def vocabulary(vqa_cfg: VqaConfig) -> list[str]:
     """Tokenizer words: the question words (both questions) + SynthGaze's object names + "nothing"."""
-    from gcdr.data.synthgaze import OBJECT_NAMES
+    from gcdr_tools.synthgaze import OBJECT_NAMES
 
     return list(dict.fromkeys(words_of(vqa_cfg.question) + words_of(vqa_cfg.fallback_question)
                               + words_of(GROUNDING_QUESTION.format("")) + list(OBJECT_NAMES) + ["nothing"]))

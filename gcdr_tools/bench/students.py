@@ -4,7 +4,7 @@ Each variant runs a few training steps one after the other in this process (no D
 the parts add up): image decoding, the rest of the data item (augmentation, crops, resizing, targets),
 the frozen backbone (Gaze-LLE), and the trainable model (forward + backward + Adam step). ``make bench``
 calls ``benchmark_students`` once per variant, each in its own process, so that each variant's peak
-memory is its own (gcdr.benchmark_memory).
+memory is its own (gcdr_tools.bench.memory).
 
     vat             VAT on GazeDataset items
     gazelle         Gaze-LLE on GazeDataset items (backbone every step)
