@@ -1,0 +1,48 @@
+"""Fingerprints: short, stable digests of what a stage's output depends on (its inputs), for stage requests
+(gcdr.stage_output) and provenance. A fingerprint changes exactly when the thing it digests changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_sha256(value: Any) -> str:
+    """sha256 of a JSON-able value (keys sorted), e.g. a request or a list of rows."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def samples_fingerprint(samples: Iterable) -> str:
+    """sha256 over the persons a stage reads (gcdr.data.sample.PersonSample): id, image path and head box.
+
+    Two requests with the same persons (the same dataset, split and filter) agree; any added, removed or
+    re-boxed person changes it. Gaze points are left out on purpose: stage 1 and refine never read them.
+    """
+    digest = hashlib.sha256()
+    for sample in samples:
+        box = ",".join(repr(float(v)) for v in sample.head_box_xyxy_px)
+        digest.update(f"{sample.sample_id}\t{sample.image_path}\t{box}\n".encode())
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: str | os.PathLike, pattern: str = "*") -> str:
+    """sha256 over the relative names and contents of the files under ``folder`` matching ``pattern`` (sorted),
+    e.g. a model directory of config.json + model.safetensors."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob(pattern) if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{path.relative_to(folder).as_posix()}\t{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
