@@ -265,3 +265,25 @@ def test_one_head_box_rule_for_teacher_refine_and_students():
     assert enlarges_head_boxes({"dataset": {"format": "gazefollow"}}) and enlarges_head_boxes({})
     assert not enlarges_head_boxes({"dataset": {"format": "videoattentiontarget"}})
     assert not enlarges_head_boxes({"dataset": {"format": "headboxes"}})
+
+
+def test_a_truncated_jpeg_and_a_tiny_image_are_errors_naming_the_file(tmp_path):
+    import cv2
+    import numpy as np
+
+    from gcdr.data.images import ImageReadError, load_image_rgb
+
+    smooth = cv2.resize((np.random.default_rng(0).random((12, 16, 3)) * 255).astype(np.uint8), (640, 480))
+    data = cv2.imencode(".jpg", smooth)[1].tobytes()
+    whole, cut, trailer = tmp_path / "whole.jpg", tmp_path / "cut.jpg", tmp_path / "trailer.jpg"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: len(data) * 8 // 10])  # OpenCV alone would decode it, the rest grey
+    trailer.write_bytes(data + b"camera trailer")  # complete, with bytes after the end marker
+    assert load_image_rgb(whole).shape == (480, 640, 3)
+    assert np.array_equal(load_image_rgb(trailer), load_image_rgb(whole))
+    with pytest.raises(ImageReadError, match=r"image is truncated .*cut\.jpg"):
+        load_image_rgb(cut)
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), smooth[:8, :8])
+    with pytest.raises(ImageReadError, match=r"8x8 pixels.*tiny\.png"):
+        load_image_rgb(tiny)

@@ -156,16 +156,16 @@ def test_rows_written_back_byte_for_byte(tmp_path):
 
 
 def test_images_read_rgb_and_name_missing_files(tmp_path):
-    pixels = np.zeros((7, 11, 3), np.uint8)
+    pixels = np.zeros((17, 21, 3), np.uint8)
     pixels[..., 0] = 200  # red in RGB
     png = tmp_path / "red.png"
     cv2.imwrite(str(png), pixels[..., ::-1])  # OpenCV writes BGR
     image = load_image_rgb(png)
-    assert image.shape == (7, 11, 3) and image.dtype == np.uint8 and image[0, 0].tolist() == [200, 0, 0]
-    assert image_size_wh(png) == (11, 7)
+    assert image.shape == (17, 21, 3) and image.dtype == np.uint8 and image[0, 0].tolist() == [200, 0, 0]
+    assert image_size_wh(png) == (21, 17)
     grey = tmp_path / "grey.png"
-    cv2.imwrite(str(grey), np.full((5, 4), 9, np.uint8))
-    assert load_image_rgb(grey).shape == (5, 4, 3)
+    cv2.imwrite(str(grey), np.full((16, 18), 9, np.uint8))
+    assert load_image_rgb(grey).shape == (16, 18, 3)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     for path in (tmp_path / "missing.jpg", broken):
@@ -173,3 +173,54 @@ def test_images_read_rgb_and_name_missing_files(tmp_path):
             load_image_rgb(path)
         with pytest.raises(ImageReadError, match=path.name):
             image_size_wh(path)
+
+
+def _train_file(tmp_path, rows):
+    path = tmp_path / "train.txt"
+    path.write_text("".join(row + "\n" for row in rows))
+    return path
+
+
+ROW = "train/a.jpg,0,0,0,10,10,{eye},0.2,{gaze},10,20,50,70,{inout},meta,x"
+
+
+def test_rows_that_would_teach_something_wrong_are_named_by_line_or_skipped_with_a_count(tmp_path):
+    good = ROW.format(eye="0.3", gaze="0.6,0.7", inout=1)
+    cases = {
+        "no gaze point": (ROW.format(eye="0.4", gaze="-1,-1", inout=1), r"train\.txt:2: in frame .* no gaze point"),
+        "off-image box": (ROW.format(eye="0.4", gaze="0.6,0.7", inout=1).replace("10,20,50,70", "-50,-40,-10,-5"),
+                          r"train\.txt:2: head box .* lies outside the image"),
+        "conflicting duplicate": (ROW.format(eye="0.3", gaze="0.1,0.1", inout=1),
+                                  r"train\.txt:2: the same person .* as line 1 with other values"),
+    }
+    for name, (bad, message) in cases.items():
+        path = _train_file(tmp_path, [good, bad])
+        with pytest.raises(AnnotationError, match=message):
+            load_gazefollow(path, tmp_path)
+        skipped = load_gazefollow(path, tmp_path, "skip")
+        assert [s.source.rsplit(":", 1)[1] for s in skipped.samples] == ["1"], name
+        assert sum(v for k, v in skipped.counts.items() if k.startswith("skipped_")) == 1, name
+    # an out-of-frame row needs no gaze point
+    assert len(load_gazefollow(_train_file(tmp_path, [good, ROW.format(eye="0.4", gaze="-1,-1", inout=0)]),
+                               tmp_path).samples) == 2
+
+
+def test_identical_repeated_rows_are_merged_with_a_count(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    good = ROW.format(eye="0.3", gaze="0.6,0.7", inout=1)
+    data = load_gazefollow(_train_file(tmp_path, [good, good, ROW.format(eye="0.4", gaze="0.5,0.5", inout=1)]),
+                           tmp_path)
+    assert len(data.samples) == 2 and data.counts["merged_identical_rows"] == 1
+    assert len({s.sample_id for s in data.samples}) == 2
+    assert "merged 1 identical repeated rows into the first (e.g. line 2 repeats line 1)" in caplog.text
+
+
+def test_a_head_box_outside_the_image_is_an_error_naming_the_line(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((60, 80, 3), np.uint8))
+    (tmp_path / "train").mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "a.jpg"), np.zeros((60, 80, 3), np.uint8))
+    path = _train_file(tmp_path, [ROW.format(eye="0.3", gaze="0.6,0.7", inout=1).replace("10,20,50,70",
+                                                                                         "100,20,150,50")])
+    with pytest.raises(AnnotationError, match=r"train\.txt:1: head box .* outside the 80x60 image"):
+        load_gazefollow(path, tmp_path, read_image_sizes=True)
+    assert load_gazefollow(path, tmp_path, "skip", read_image_sizes=True).samples == []

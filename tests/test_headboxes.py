@@ -1,4 +1,4 @@
-"""Plain head-box files over a folder of real frames (/work/shared/data/vat-demo)."""
+"""Plain head-box files over a folder of real frames (../shared/data/vat-demo)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from gcdr.data import AnnotationError, ImageReadError, load_image_rgb, load_samples
 from gcdr.data.headboxes import read_headbox_file, read_headbox_folder
 
-DEMO = Path("/work/shared/data/vat-demo")
+DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "vat-demo"  # ../shared/data beside the repo
 FIXTURES = Path(__file__).parent / "fixtures" / "headboxes"
 pytestmark = pytest.mark.skipif(not (DEMO / "person1.txt").is_file(), reason="vat-demo frames not available")
 

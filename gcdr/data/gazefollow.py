@@ -342,7 +342,7 @@ def usable_train_rows(table: GazeFollowTable, inverted_boxes: InvertedBoxes = "r
 
 
 def _log_counts(file: Path, counts: dict[str, int]) -> None:
-    problems = {k: v for k, v in counts.items() if v and k.startswith(("dropped", "repaired", "clamped",
+    problems = {k: v for k, v in counts.items() if v and k.startswith(("dropped", "repaired", "clamped", "merged",
                                                                         "skipped", "inconsistent",
                                                                         "duplicate"))}
     if problems:
@@ -395,6 +395,8 @@ def load_gazefollow(path: str | os.PathLike, root: str | os.PathLike, on_error: 
         keep, train_counts = usable_train_rows(table, inverted_boxes)
         counts.update({k: v for k, v in train_counts.items() if k != "kept"})
 
+    if not table.layout.is_test:
+        keep = _check_train_rows(table, boxes, keep, on_error, counts)
     sizes: dict[str, tuple[int, int] | None] = {}
     if read_image_sizes:
         boxes, keep = _apply_image_sizes(table, root, boxes, keep, on_error, sizes, counts)
@@ -434,6 +436,51 @@ def read_gazefollow(path: str | os.PathLike, root: str | os.PathLike, on_error: 
     """The samples of :func:`load_gazefollow` (train: one per usable row; test: one per person)."""
     return load_gazefollow(path, root, on_error, inverted_boxes=inverted_boxes,
                            read_image_sizes=read_image_sizes).samples
+
+
+def _check_train_rows(table: GazeFollowTable, boxes: np.ndarray, keep: np.ndarray, on_error: OnError,
+                      counts: dict[str, int]) -> np.ndarray:
+    """Rows that would teach something wrong: an in-frame row without a gaze point (-1, -1), a head box left
+    of or above the image, the same person (image, eye point) twice. AnnotationError naming the line, or,
+    with ``on_error="skip"``, dropped and counted. Identical repeated rows are merged (the first kept) and
+    counted: they teach nothing wrong, only twice."""
+    keep = keep.copy()
+    skipped: Counter = Counter()
+
+    def refuse(row: int, problem: str, reason: str) -> None:
+        _fail_or_skip(f"{table.source(row)}: {problem}", on_error, skipped, reason)
+        keep[row] = False
+
+    no_gaze = (table.inout == IN_FRAME) & (table.gaze_xy_norm < -0.5).any(axis=1)
+    off_image = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
+    for row in np.flatnonzero(keep & (no_gaze | off_image)).tolist():
+        if no_gaze[row]:
+            refuse(row, f"in frame (inout 1) but no gaze point {tuple(table.gaze_xy_norm[row].tolist())}; give "
+                        "the point or mark the row out of frame (0) or unknown (-1)", "in_frame_without_gaze")
+        else:
+            refuse(row, f"head box {tuple(table.head_boxes_px[row].tolist())} lies outside the image (left "
+                        "of or above it); fix the box (pixels x_min,y_min,x_max,y_max)", "head_box_outside_image")
+    first_row: dict[str, int] = {}
+    merged: list[int] = []
+    for row in np.flatnonzero(keep).tolist():
+        key = sample_id_of(table.paths[row], *table.eye_xy_norm[row].tolist())
+        if key not in first_row:
+            first_row[key] = row
+        elif table.lines[row].rstrip("\r") == table.lines[first_row[key]].rstrip("\r"):
+            keep[row] = False
+            merged.append(row)
+        else:
+            refuse(row, f"the same person (image and eye point) as line {int(table.line_numbers[first_row[key]])}"
+                        " with other values; remove one of the rows, or set dataset.on_error: skip to keep the "
+                        "first", "conflicting_duplicate_person")
+    if merged:
+        log.warning("%s: merged %d identical repeated rows into the first (e.g. line %d repeats line %d)",
+                    table.file, len(merged), int(table.line_numbers[merged[0]]),
+                    int(table.line_numbers[first_row[sample_id_of(table.paths[merged[0]],
+                                                                  *table.eye_xy_norm[merged[0]].tolist())]]))
+    counts.update({"merged_identical_rows": len(merged),
+                   **{f"skipped_{reason}": n for reason, n in skipped.items()}})
+    return keep
 
 
 def _group_test_rows(table: GazeFollowTable) -> tuple[list[int], dict[int, np.ndarray], dict[str, int]]:
@@ -480,6 +527,10 @@ def _apply_image_sizes(table: GazeFollowTable, root: Path, boxes: np.ndarray, ke
             clamped += 1
             boxes[row] = clamped_box
             if clamped_box[2] <= clamped_box[0] or clamped_box[3] <= clamped_box[1]:
+                if on_error == "raise":
+                    raise AnnotationError(f"{table.source(row)}: head box {tuple(boxes[row].tolist())} lies outside "
+                                          f"the {width}x{height} image {rel_path}; fix the box, or set "
+                                          "dataset.on_error: skip to leave the row out")
                 keep[row] = False
                 emptied += 1
     counts.update({"skipped_unreadable_image": unreadable, "clamped_head_box": clamped,

@@ -38,12 +38,14 @@ def read_headbox_file(path: str | os.PathLike, images_dir: str | os.PathLike,
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"head-box file not found: {file}")
+        raise AnnotationError(f"head-box file not found: {file} (expected one CSV file per person with rows "
+                              "frame,left,top,right,bottom)")
     images_dir = Path(images_dir).absolute()
     person = file.stem
     sizes: dict[str, tuple[int, int]] = {}
     samples: list[PersonSample] = []
     n_skipped = n_repaired = 0
+    first_line: dict[str, int] = {}
     for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -62,11 +64,20 @@ def read_headbox_file(path: str | os.PathLike, images_dir: str | os.PathLike,
             if not usable[0]:
                 raise AnnotationError(f"{file}:{number}: empty head box {fields[1:]}")
             frame = fields[0]
+            if frame in first_line:
+                raise AnnotationError(f"{file}:{number}: a second head box for {frame} (the first is on line "
+                                      f"{first_line[frame]}); one file holds one person: remove one of the rows")
             if frame not in sizes:
                 try:
                     sizes[frame] = image_size_wh(images_dir / frame)
                 except ImageReadError as error:
                     raise ImageReadError(f"{file}:{number}: {error}") from error
+            width, height = sizes[frame]
+            x1, y1, x2, y2 = repaired[0].tolist()
+            if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+                raise AnnotationError(f"{file}:{number}: head box {fields[1:]} lies outside the {width}x{height} "
+                                      f"image {frame}; fix the box (pixels: left,top,right,bottom)")
+            first_line[frame] = number
         except (AnnotationError, ImageReadError) as error:
             if on_error == "raise":
                 raise
@@ -99,10 +110,10 @@ def head_box_files(heads: str | os.PathLike | Sequence[str | os.PathLike]) -> li
         else:
             files.append(item)
     if not files:
-        raise FileNotFoundError(f"no head-box files in {heads}")
+        raise AnnotationError(f"no head-box files in {heads} (expected *.txt files, one per person)")
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
-        raise ValueError(f"head-box file names must differ (the stem names the person): {[str(f) for f in files]}")
+        raise AnnotationError(f"head-box file names must differ (the stem names the person): {[str(f) for f in files]}")
     return files
 
 
