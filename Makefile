@@ -1,7 +1,8 @@
 # gcdr: every stage is `python -m pipelines.<stage>`; these targets pass the Make variables on.
 # Variables (all optional; each target accepts only those it uses, any other one is an error):
 #   CONFIG DATA OUT RATIO SEED SPLIT T STEPS SAMPLES SRC METHOD MEAN_TEACHER STUDENT PSEUDO EPOCHS CKPT
-#   IMAGES HEADS VQA TEACHER VS QUICK JOBS SET NPROC
+#   IMAGES HEADS VQA TEACHER VS QUICK JOBS RESTART SET NPROC
+# RESTART=1: empty the stage's output folder and start over (the way out when it holds another request's output).
 # SET="key.sub=value key2=value2": any config overrides, each passed as --set to the stage (after the
 # variables above, so it wins); space-separated, so a value cannot contain spaces (use a config file then).
 # IMAGES=<folder> HEADS=<file(s) or folder>: your own frames with head-box files (README "Your own images"):
@@ -44,7 +45,7 @@ SETS := $(IMAGE_SETS) \
 # $(call uses,VARS): stop with one line when a variable given to make is not one this target uses
 # (a typo or a variable of another stage would otherwise be silently ignored).
 STAGE_VARS := DATA OUT RATIO SEED SPLIT T STEPS SAMPLES SRC METHOD MEAN_TEACHER STUDENT PSEUDO EPOCHS CKPT \
-              IMAGES HEADS VQA TEACHER VS QUICK JOBS
+              IMAGES HEADS VQA TEACHER VS QUICK JOBS RESTART
 given = $(foreach v,$(STAGE_VARS),$(if $(filter command line,$(origin $(v))),$(v)))
 uses = $(if $(filter-out $(1),$(given)),$(error make $@ does not use $(filter-out $(1),$(given)); it takes \
        $(or $(strip $(1)),no variables) (and CONFIG, SET, NPROC)))
@@ -52,6 +53,7 @@ RUN := $(PY) -m
 # NPROC>1: split gradcam / refine / training across processes (or GPUs) with accelerate
 LAUNCH := $(if $(filter 1,$(NPROC)),$(RUN),$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) -m)
 ARGS := --config $(CONFIG) $(SETS)
+RESTART_ARG = $(if $(filter-out 0,$(RESTART)),--restart)
 
 .PHONY: install test lint demo demo-smoke data-synth split synth-vqa gradcam train-teacher refine \
         train-student eval predict export inspect bench ablation clean
@@ -75,28 +77,28 @@ data-synth: install
 	$(RUN) pipelines.data_synth $(ARGS)
 
 split: install
-	$(call uses,DATA OUT RATIO SEED)
-	$(RUN) pipelines.split $(ARGS)
+	$(call uses,DATA OUT RATIO SEED RESTART)
+	$(RUN) pipelines.split $(ARGS) $(RESTART_ARG)
 
 synth-vqa: install
-	$(call uses,DATA OUT VQA)
-	$(RUN) pipelines.synth_vqa $(ARGS)
+	$(call uses,DATA OUT VQA RESTART)
+	$(RUN) pipelines.synth_vqa $(ARGS) $(RESTART_ARG)
 
 gradcam: install
-	$(call uses,DATA OUT RATIO SEED SPLIT IMAGES HEADS VQA)
-	$(LAUNCH) pipelines.gradcam $(ARGS)
+	$(call uses,DATA OUT RATIO SEED SPLIT IMAGES HEADS VQA RESTART)
+	$(LAUNCH) pipelines.gradcam $(ARGS) $(RESTART_ARG)
 
 train-teacher: install
-	$(call uses,DATA OUT RATIO SEED MEAN_TEACHER)
-	$(LAUNCH) pipelines.train_teacher $(ARGS)
+	$(call uses,DATA OUT RATIO SEED MEAN_TEACHER RESTART)
+	$(LAUNCH) pipelines.train_teacher $(ARGS) $(RESTART_ARG)
 
 refine: install
-	$(call uses,DATA OUT RATIO SEED SPLIT T STEPS SAMPLES METHOD SRC TEACHER IMAGES HEADS)
-	$(LAUNCH) pipelines.refine $(ARGS) $(if $(SRC),--src $(SRC))
+	$(call uses,DATA OUT RATIO SEED SPLIT T STEPS SAMPLES METHOD SRC TEACHER IMAGES HEADS RESTART)
+	$(LAUNCH) pipelines.refine $(ARGS) $(if $(SRC),--src $(SRC)) $(RESTART_ARG)
 
 train-student: install
-	$(call uses,DATA OUT RATIO SEED STUDENT PSEUDO EPOCHS)
-	$(LAUNCH) pipelines.train_student $(ARGS) $(if $(PSEUDO),--pseudo $(PSEUDO))
+	$(call uses,DATA OUT RATIO SEED STUDENT PSEUDO EPOCHS RESTART)
+	$(LAUNCH) pipelines.train_student $(ARGS) $(if $(PSEUDO),--pseudo $(PSEUDO)) $(RESTART_ARG)
 
 eval: install
 	$(call uses,DATA OUT RATIO SEED STUDENT CKPT)

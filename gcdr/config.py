@@ -35,7 +35,7 @@ SECTIONS: dict[str, str] = {
     "gradcam": "gcdr.vqa.gradcam:GradcamConfig",
     "teacher": "gcdr.teacher.config:TeacherConfig",
     "refine": "gcdr.teacher.config:RefineConfig",
-    "student": "gcdr.students.training:StudentConfig",
+    "student": "gcdr.students.config:StudentConfig",
     "inspect": "gcdr_tools.gallery.config:InspectConfig",  # make inspect (a tool beside the method)
     "ablation": "gcdr_tools.ablation:AblationConfig",  # make ablation (a tool beside the method)
 }

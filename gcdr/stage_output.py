@@ -77,7 +77,8 @@ def request_differences(recorded: dict[str, Any], request: dict[str, Any]) -> li
 
 
 def _has_output(folder: Path) -> bool:
-    return folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir())
+    """Any file but the lock (empty folders, e.g. left by a killed run's cleaned-up temporaries, are not output)."""
+    return folder.is_dir() and any(p.is_file() and p.name != LOCK_FILE for p in folder.rglob("*"))
 
 
 def _empty(folder: Path) -> None:
@@ -131,14 +132,14 @@ class StageOutput:
         elif recorded is None and _has_output(self.folder):
             raise StageOutputError(
                 f"{self.folder} holds files that no {self.stage} request of gcdr claims; write elsewhere "
-                f"({self.out_option}) or pass --restart to empty it and start over")
+                f"({self.out_option}) or pass --restart (make ... RESTART=1) to empty it and start over")
         elif recorded is not None and recorded != self.request:
             differences = request_differences(recorded, self.request)
             shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4
                                                   else "")
             raise StageOutputError(
                 f"{self.folder} holds {self.stage} output of another request ({shown}); write elsewhere "
-                f"({self.out_option}) or pass --restart to replace it")
+                f"({self.out_option}) or pass --restart (make ... RESTART=1) to replace it")
         if self.recorded_request() != self.request:
             write_json_atomic(self.folder / REQUEST_FILE, {"stage": self.stage, "request": self.request})
 

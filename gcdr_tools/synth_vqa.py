@@ -32,8 +32,10 @@ Accuracy = exact match of the greedy answer on the in-frame persons of the Synth
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
 import re
 import shutil
 import time
@@ -48,9 +50,9 @@ from tqdm.auto import tqdm
 
 from gcdr import paths
 from gcdr.atomic import write_json_atomic
-from gcdr.config import section
+from gcdr.config import RunConfig, section
 from gcdr.data.sample import PersonSample
-from gcdr.provenance import write_provenance
+from gcdr.stage_output import StageOutput
 from gcdr.vqa.blip import VqaConfig, as_vqa, build_blip_from_scratch, pick_device
 from gcdr.vqa.prompt import person_prompt
 from gcdr_tools.vqa_training import VqaExamples, answer_accuracy, preprocess_images, train_vqa
@@ -64,6 +66,8 @@ POSITION_INITS = ("random", "sincos")
 SINCOS_SD = 0.3  # sd of the sine-cosine position embeddings: about that of the initial patch embeddings
 INDEPENDENT_SEED_OFFSET = 1000
 METRICS_FILE = "metrics.json"
+STAGE = "synth_vqa"
+MODEL_NAME = "BlipForQuestionAnswering (from scratch)"
 
 
 @dataclass
@@ -249,16 +253,14 @@ def vocabulary(vqa_cfg: VqaConfig) -> list[str]:
                               + words_of(GROUNDING_QUESTION.format("")) + list(OBJECT_NAMES) + ["nothing"]))
 
 
-def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
-    """Move ``tmp_dir`` onto ``out_dir`` (the old directory is removed only after the new one is complete)."""
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp_dir.rename(out_dir)
-    if old.exists():
-        shutil.rmtree(old)
+def _move_into(tmp_dir: Path, out_dir: Path) -> None:
+    """Move the files of ``tmp_dir`` (a complete save) into the claimed ``out_dir``, then remove ``tmp_dir``."""
+    for path in sorted(tmp_dir.iterdir()):
+        target = out_dir / path.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(path, target)
+    tmp_dir.rmdir()
 
 
 def _supervised_layer(cfg: dict[str, Any]) -> int:
@@ -270,11 +272,47 @@ def _supervised_layer(cfg: dict[str, Any]) -> int:
     return cam_cfg.layer if cam_cfg.method == CROSS_ATTENTION else -2
 
 
-def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Train the SynthGaze VQA model and save it (model + processor, ``save_pretrained``) to ``vqa.model``.
+def synth_vqa_request(cfg: RunConfig) -> dict[str, Any]:
+    """What the SynthGaze VQA model is a function of (gcdr.stage_output): the ``synth_vqa:`` and ``vqa:`` sections
+    (but ``vqa.model``, where it is written), the supervised layer, the dataset (test persons; the training
+    persons with ``source`` labeled / train), the ``synth:`` section of the independent draw, the split with
+    ``source: labeled``. Sections a source does not read are left out, so e.g. another split.ratio does not
+    touch the model of the independent draw."""
+    train_cfg = cfg.synth_vqa
+    request: dict[str, Any] = {"synth_vqa": dataclasses.asdict(train_cfg),
+                               "vqa": {k: v for k, v in dataclasses.asdict(cfg.vqa).items() if k != "model"},
+                               "supervised_layer": _supervised_layer(cfg), "dataset": dataclasses.asdict(cfg.dataset)}
+    if train_cfg.source == "independent":
+        request["synth"] = cfg.synth.to_dict()
+    if train_cfg.source == "labeled":
+        request["split"] = dataclasses.asdict(cfg.split)
+    return request
 
-    Writes ``metrics.json`` (test accuracy, counts, timings) and ``provenance.json`` into the model directory;
-    the directory appears atomically (built in a temporary sibling, then renamed). Returns the metrics.
+
+def run_synth_vqa(cfg: dict[str, Any], restart: bool = False, progress: bool = True) -> dict[str, Any]:
+    """`make synth-vqa`: claim ``vqa.model`` for this config's request (gcdr.stage_output) and train the model
+    there, or return its metrics when this request is done already. Another request's model is refused with one
+    line naming what differs (``restart`` empties the folder and trains again)."""
+    cfg = RunConfig(cfg)
+    out_dir = Path(cfg.vqa.model)
+    with StageOutput(out_dir, STAGE, synth_vqa_request(cfg), config=cfg, restart=restart,
+                     out_option="another vqa.model") as output:
+        if output.done() and (out_dir / METRICS_FILE).is_file():
+            metrics = json.loads((out_dir / METRICS_FILE).read_text())
+            log.info("SynthGaze VQA model in %s is up to date (test accuracy %.3f); --restart to train it again",
+                     out_dir, metrics["test_accuracy"])
+            return metrics
+        output.start(model=MODEL_NAME)
+        return train_synth_vqa(cfg, output, progress=progress)
+
+
+def train_synth_vqa(cfg: dict[str, Any], output: StageOutput, progress: bool = True) -> dict[str, Any]:
+    """Train the SynthGaze VQA model and save it (model + processor, ``save_pretrained``) into ``output``'s folder
+    (``vqa.model``, claimed by :func:`run_synth_vqa`).
+
+    Writes ``metrics.json`` (test accuracy, counts, timings) and ``provenance.json`` (status "done") into the model
+    directory; the files are saved into a temporary sibling first and moved in once complete, provenance last.
+    Returns the metrics.
     """
     vqa_cfg = section(cfg, "vqa", VqaConfig)
     train_cfg = section(cfg, "synth_vqa", SynthVqaConfig)
@@ -324,17 +362,15 @@ def train_synth_vqa(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any
         "source": train_cfg.source, **training, "total_seconds": time.perf_counter() - start,
         "grid_hw": list(vqa.patch_grid_hw),
     }
-    out_dir = Path(vqa_cfg.model)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = output.folder
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     vqa.model.save_pretrained(tmp_dir)
     processor.save_pretrained(tmp_dir)
     write_json_atomic(tmp_dir / METRICS_FILE, metrics)
-    write_provenance(tmp_dir, "synth_vqa", cfg, model="BlipForQuestionAnswering (from scratch)",
-                     training_persons=len(train_kept), metrics=metrics)
-    _replace_dir(tmp_dir, out_dir)
+    _move_into(tmp_dir, out_dir)
+    output.finish(model=MODEL_NAME, training_persons=len(train_kept), metrics=metrics)
     log.info("synth_vqa: test accuracy %.3f on %d persons (majority baseline %.3f), %d steps in %.0f s -> %s",
              metrics["test_accuracy"], metrics["test_persons"], metrics["majority_baseline_test"],
              metrics["steps"], metrics["total_seconds"], out_dir)

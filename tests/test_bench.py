@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gcdr_tools.bench.memory import peak_rss_mb, run_in_fresh_process
+from gcdr_tools.bench.run import all_row_memories
 
 MIB = 2**20
 
@@ -69,7 +70,7 @@ def test_quick_bench_measures_every_stage(tmp_path):
     assert len(cells) == 8
     assert all(float(cell.split()[0]) > 0 for cell in cells), cells
 
-    memories = bench.all_row_memories(results)
+    memories = all_row_memories(results)
     assert len(memories) == 8
     for memory in memories:
         assert memory["measures"] in ("process_peak_rss", "cuda_max_memory_allocated")
@@ -99,3 +100,17 @@ def test_peak_memory_is_measured_per_fresh_process():
 def test_fresh_process_raises_the_child_error():
     with pytest.raises(ValueError, match="boom"):
         run_in_fresh_process(_fail, ("boom",))
+
+
+def test_unknown_stage_is_one_line_and_the_teacher_row_times_the_training_step(monkeypatch):
+    from gcdr.teacher import training
+    from gcdr_tools.bench.run import BenchError, run_bench
+    from gcdr_tools.bench.teacher import benchmark_training_step
+
+    with pytest.raises(BenchError, match="unknown --stages.*choose from"):
+        run_bench({}, ["teacher", "nope"])
+    calls = []
+    step = training.training_step
+    monkeypatch.setattr(training, "training_step", lambda *args, **kwargs: calls.append(1) or step(*args, **kwargs))
+    assert benchmark_training_step("tiny", batch_size=2, steps=1)["samples_per_s"] > 0
+    assert len(calls) == 2  # warm-up + one timed step: the step training runs

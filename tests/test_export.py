@@ -9,10 +9,10 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from transformers import Dinov2Config, Dinov2Model
 
-from gcdr.students.export import export_official, official_payload
-from gcdr.students.gazelle import GazeLLE, load_backbone
-from gcdr.students.training import configured_gazelle_backbone, load_student, save_checkpoint
-from gcdr.students.vat import VATSpatial
+from gcdr.students.export import export_official, load_student, official_payload, save_checkpoint
+from gcdr.students.gazelle import GazeLLE, configured_gazelle_backbone, load_backbone
+from gcdr.students.registry import build_student
+from gcdr.students.student import Student
 
 # ------------------------------------------------------------------------------- gazelle, as released
 
@@ -70,18 +70,18 @@ def tiny_dinov2(tmp_path_factory) -> str:
     return str(path)
 
 
-def tiny_gazelle(backbone: str, inout: bool, seed: int = 1) -> tuple[GazeLLE, dict]:
+def tiny_gazelle(backbone: str, inout: bool, seed: int = 1) -> tuple[Student, dict]:
+    """A Gaze-LLE student (``.model``: the GazeLLE) and its model config."""
     torch.manual_seed(seed)
     config = {"model": "gazelle", "backbone": backbone, "inout": inout, "input_size": 56, "dim": 32,
               "num_layers": 2, "num_heads": 8}
-    model = GazeLLE(load_backbone(backbone), inout=inout, input_size=56, dim=32, num_layers=2, num_heads=8)
-    return model.eval(), config
+    return build_student(config).eval(), config
 
 
 @pytest.mark.parametrize("inout", [False, True])
 def test_exported_gazelle_file_loads_with_gazelles_loader_without_warnings(tiny_dinov2, tmp_path, inout):
     model, config = tiny_gazelle(tiny_dinov2, inout)
-    save_checkpoint(tmp_path / "last.pt", model, config, epoch=3)
+    save_checkpoint(tmp_path / "last.pt", model, epoch=3)
     assert export_official(tmp_path / "last.pt", tmp_path / "gazelle_tiny.pt") == "gazelle"
 
     state = torch.load(tmp_path / "gazelle_tiny.pt", weights_only=True)  # as gazelle's scripts read it
@@ -95,13 +95,13 @@ def test_exported_gazelle_file_loads_with_gazelles_loader_without_warnings(tiny_
     assert gazelle_load(official, state) == []
     for key, value in official.state_dict().items():
         if not key.startswith("backbone"):
-            assert torch.equal(value, model.state_dict()[key]), key
+            assert torch.equal(value, model.model.state_dict()[key]), key
 
 
 @pytest.mark.parametrize("inout", [False, True])
 def test_official_gazelle_file_loads_through_load_student_with_the_same_heatmaps(tiny_dinov2, tmp_path, inout):
     model, _ = tiny_gazelle(tiny_dinov2, inout, seed=2)
-    torch.save(model.decoder_state_dict(), tmp_path / "gazelle_tiny.pt")  # official: plain dict, no backbone
+    torch.save(model.model.decoder_state_dict(), tmp_path / "gazelle_tiny.pt")  # official: plain dict, no backbone
     loaded, checkpoint = load_student(tmp_path / "gazelle_tiny.pt", backbone=tiny_dinov2)
     assert checkpoint["official"] == "gazelle"
     assert checkpoint["model_config"] == {"model": "gazelle", "backbone": tiny_dinov2, "inout": inout,
@@ -111,7 +111,7 @@ def test_official_gazelle_file_loads_through_load_student_with_the_same_heatmaps
     images = torch.randn(2, 3, 56, 56)
     boxes = [[(0.1, 0.1, 0.4, 0.5), (0.5, 0.2, 0.9, 0.6)], [(0.3, 0.0, 0.7, 0.3)]]
     with torch.no_grad():
-        want, got = model(images, boxes), loaded(images, boxes)
+        want, got = model.model(images, boxes), loaded.model(images, boxes)
     for a, b in zip(want["heatmap"], got["heatmap"]):
         assert a.shape[-2:] == (64, 64)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -204,16 +204,17 @@ def vat_loader(layout: dict[str, tuple[int, ...]], file: dict) -> dict[str, torc
     return model_dict
 
 
-def tiny_vat(backbone: str = "resnet50", width: int = 4, input_size: int = 224, seed: int = 0) -> tuple[VATSpatial, dict]:
+def tiny_vat(backbone: str = "resnet50", width: int = 4, input_size: int = 224, seed: int = 0) -> tuple[Student, dict]:
+    """A VAT student (``.model``: the VATSpatial) and its model config."""
     torch.manual_seed(seed)
-    model = VATSpatial(backbone, width=width, input_size=input_size)
+    config = {"model": "vat", "backbone": backbone, "width": width, "input_size": input_size,
+              "zero_init_output": False}
+    model = build_student(config)
     for module in model.modules():  # non-trivial BN statistics, so that eval outputs depend on them
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
             module.num_batches_tracked.fill_(7)
-    config = {"model": "vat", "backbone": backbone, "width": width, "input_size": input_size,
-              "zero_init_output": False}
     return model.eval(), config
 
 
@@ -226,24 +227,24 @@ def vat_inputs(size: int = 224, batch: int = 2) -> tuple[torch.Tensor, ...]:
 
 def test_exported_vat_file_loads_with_vats_loader(tmp_path):
     model, config = tiny_vat()
-    save_checkpoint(tmp_path / "last.pt", model, config)
+    save_checkpoint(tmp_path / "last.pt", model)
     assert export_official(tmp_path / "last.pt", tmp_path / "model_gazefollow_tiny.pt") == "vat"
     file = torch.load(tmp_path / "model_gazefollow_tiny.pt", weights_only=True)
     assert set(file) == {"model"}
     loaded = vat_loader(model_spatial_layout(4), file)
     assert len(loaded) == 771
-    for key, value in model.state_dict().items():
+    for key, value in model.model.state_dict().items():
         assert torch.equal(loaded[key], value), key
 
 
 @pytest.mark.parametrize("backbone, input_size", [("resnet50", 224), ("resnet18", 128)])
 def test_official_vat_file_loads_through_load_student_with_the_same_heatmaps(tmp_path, backbone, input_size):
     model, config = tiny_vat(backbone, input_size=input_size, seed=1)
-    torch.save({"model": model.state_dict()}, tmp_path / "model_gazefollow.pt")  # VAT's layout
+    torch.save({"model": model.model.state_dict()}, tmp_path / "model_gazefollow.pt")  # VAT's layout
     loaded, checkpoint = load_student(tmp_path / "model_gazefollow.pt")
     assert checkpoint["official"] == "vat" and checkpoint["model_config"] == config
     with torch.no_grad():
-        (want, want_io), (got, got_io) = model(*vat_inputs()), loaded(*vat_inputs())
+        (want, want_io), (got, got_io) = model.model(*vat_inputs()), loaded.model(*vat_inputs())
     assert got.shape == (2, 64, 64)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     torch.testing.assert_close(got_io, want_io, rtol=0, atol=0)
@@ -255,12 +256,12 @@ def test_export_command_round_trips_through_load_student(tmp_path):
     from pipelines.export import main
 
     model, config = tiny_vat(seed=2)
-    save_checkpoint(tmp_path / "last.pt", model, config, epoch=1)
+    save_checkpoint(tmp_path / "last.pt", model, epoch=1)
     main(["--ckpt", str(tmp_path / "last.pt"), "--format", "official", "--out", str(tmp_path / "vat.pt")])
     reloaded, checkpoint = load_student(tmp_path / "vat.pt")
     assert checkpoint["model_config"] == config
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(*vat_inputs())[0], model(*vat_inputs())[0], rtol=0, atol=0)
+        torch.testing.assert_close(reloaded.model(*vat_inputs())[0], model.model(*vat_inputs())[0], rtol=0, atol=0)
     with pytest.raises(SystemExit, match="not a gcdr student checkpoint"):  # already official
         main(["--ckpt", str(tmp_path / "vat.pt"), "--out", str(tmp_path / "again.pt")])
 
@@ -268,10 +269,10 @@ def test_export_command_round_trips_through_load_student(tmp_path):
 def test_export_refuses_students_the_formats_cannot_hold(tiny_dinov2):
     model, config = tiny_gazelle(tiny_dinov2, inout=False)
     with pytest.raises(ValueError, match="8 attention heads"):
-        official_payload({**config, "num_heads": 4}, model.decoder_state_dict())
+        official_payload({**config, "num_heads": 4}, model.trainable_state_dict())
     vat, vat_config = tiny_vat("resnet18")
     with pytest.raises(ValueError, match="ResNet-50"):
-        official_payload(vat_config, vat.state_dict())
+        official_payload(vat_config, vat.trainable_state_dict())
 
 
 def test_load_student_names_files_it_cannot_read(tmp_path):

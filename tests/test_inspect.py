@@ -275,3 +275,155 @@ def test_command_line(dataset, tmp_path):
     assert len(data["columns"]) == 2 and summary["ground_truth_note"].startswith("not looked up")
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["stage"] == "inspect" and provenance["inspect"]["max_persons"] == 4
+
+
+# ----------------------------------------------------------------------------------------------------------
+# own frames: a head-box dataset (no gaze labels) of real 1920x1080 frames with two persons each
+
+DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "vat-demo"  # ../shared/data beside the repo
+needs_demo = pytest.mark.skipif(not (DEMO / "person1.txt").is_file(), reason="vat-demo frames not available")
+BACKGROUND = np.array([245, 246, 248])  # the contact sheet's
+
+
+def headbox_overrides() -> list[str]:
+    """What `make inspect IMAGES=<DEMO>/frames HEADS="<DEMO>/person1.txt <DEMO>/person2.txt"` passes."""
+    heads = ",".join(str(DEMO / f"person{i}.txt") for i in (1, 2))
+    return ["dataset.format=headboxes", f"dataset.root={DEMO / 'frames'}", "dataset.images_dir=.",
+            f"dataset.heads=[{heads}]"]
+
+
+def assert_legend_inside(sheet_path: Path, layout: dict) -> None:
+    """Every header item of the contact sheet lies inside the PNG and has ink in it."""
+    with Image.open(sheet_path) as sheet:
+        pixels = np.asarray(sheet.convert("RGB")).astype(int)  # [H, W, 3]
+    height, width = pixels.shape[:2]
+    assert [width, height] == layout["size"]
+    assert len(layout["legend_boxes"]) >= 4
+    for x1, y1, x2, y2 in layout["legend_boxes"]:
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height, (x1, y1, x2, y2, width, height)
+        ink = np.abs(pixels[y1:y2, x1:x2] - BACKGROUND).sum(axis=2) > 60
+        assert ink.any(), (x1, y1, x2, y2)
+
+
+def test_legend_of_a_labelled_contact_sheet_is_inside(gallery):
+    assert_legend_inside(gallery["out"] / "contact_sheet.png", gallery["summary"]["contact_sheet_layout"])
+
+
+@pytest.fixture(scope="module")
+def frames_gallery(tmp_path_factory) -> dict:
+    """Two pseudo-label folders over the vat-demo frames (person1 looks left, person2 right; one person invalid
+    in the second folder), rendered through the command line with the head-box dataset config."""
+    if not (DEMO / "person1.txt").is_file():
+        pytest.skip("vat-demo frames not available")
+    from gcdr.config import load_config
+    from gcdr.data import load_samples
+    from pipelines.inspect import main
+
+    root = tmp_path_factory.mktemp("frames")
+    config = Path(__file__).resolve().parent.parent / "configs" / "synthgaze.yaml"
+    samples = load_samples(load_config(config, headbox_overrides()), "unlabeled")
+    folders = [root / "gradcam-unlabeled", root / "gcdr-T250-unlabeled"]
+    for index, folder in enumerate(folders):
+        with PseudoLabelWriter(folder, chunk_size=8) as writer:
+            for sample in samples:
+                person = sample.sample_id.rsplit("|", 1)[1]
+                invalid = index == 1 and sample.sample_id == "00002577.jpg|person2"
+                writer.add(PseudoLabel(
+                    sample_id=sample.sample_id, image_path=sample.image_path,
+                    head_box_xyxy_px=sample.head_box_xyxy_px, valid=not invalid,
+                    invalid_reason="nan" if invalid else "",
+                    heatmap_64=np.zeros((64, 64)) if invalid else peak_heatmap(20 if person == "person1" else 44, 40),
+                    answer="the pan" if person == "person1" else "the bowl",
+                    key_noun="pan" if person == "person1" else "bowl"))
+        finalize(folder)
+    out = root / "gallery"
+    args = ["--config", str(config), "--pseudo", str(folders[0]), "--vs", str(folders[1]), "--out", str(out)]
+    for item in headbox_overrides():
+        args += ["--set", item]
+    summary = main(args)
+    return {"out": out, "summary": summary, "data": page_data(out / "index.html"), "folders": folders}
+
+
+@needs_demo
+def test_frames_gallery_names_both_persons_of_a_frame(frames_gallery):
+    data = frames_gallery["data"]
+    assert len(data["persons"]) == 20 and not data["labels"]
+    frame = [p for p in data["persons"] if p["id"].startswith("00002575.jpg|")]
+    assert sorted(p["name"] for p in frame) == ["person1", "person2"]
+    assert len({p["colour"] for p in frame}) == 2  # told apart by colour
+    for person in frame:
+        assert [o["name"] for o in person["others"]] == ["person2" if person["name"] == "person1" else "person1"]
+    html_text = (frames_gallery["out"] / "index.html").read_text()
+    for name in ("person1", "person2"):  # the legend names each person in its colour
+        assert re.search(rf'<span class="pname" style="background: rgb\([0-9,]+\)">{name}</span>', html_text)
+    # the page's first order is image by image, person by person
+    assert [p["id"] for p in data["persons"][:2]] == ["00002575.jpg|person1", "00002575.jpg|person2"]
+
+
+@needs_demo
+def test_frames_gallery_has_no_gaze_label_columns_or_orders(frames_gallery):
+    data, summary = frames_gallery["data"], frames_gallery["summary"]
+    html_text = (frames_gallery["out"] / "index.html").read_text()
+    assert "no labels" in html_text
+    for header in ("avg L2", "min L2", "AUC", "scored", "shared"):
+        assert f"<th>{header}" not in html_text, header
+    assert not {o["key"].split(":")[0] for o in data["orders"]} & {"worst", "best", "gain", "loss"}
+    assert data["sort"] == "id" and summary["sort"] == "id" and summary["with_ground_truth"] == 0
+    assert "head-box" in summary["ground_truth_note"]
+    invalid = next(p for p in data["persons"] if p["id"] == "00002577.jpg|person2")
+    assert invalid["valid"] == [True, False] and invalid["reason"] == ["", "nan"]
+
+
+@needs_demo
+def test_frames_tiles_keep_the_frame_and_draw_each_person_in_its_colour(frames_gallery):
+    from gcdr_tools.gallery.tiles import person_rgb
+
+    data, out = frames_gallery["data"], frames_gallery["out"]
+    for person in data["persons"]:
+        assert person["wh"] == [320, 180]  # a 1920x1080 frame at the default 320 px, aspect kept
+        for thumb in person["thumbs"]:
+            with Image.open(out / thumb) as tile:
+                assert tile.size == (320, 180)
+    first = data["persons"][0]  # 00002575.jpg|person1, head box (553, 71, 752, 275) px: x 92-125, y 12-46
+    with Image.open(out / first["thumbs"][0]) as tile:
+        pixels = np.asarray(tile.convert("RGB")).astype(int)
+    scale = 320 / 1920
+
+    def near(rgb, box_px) -> int:
+        x1, y1, x2, y2 = (round(v * scale) for v in box_px)
+        region = pixels[max(0, y1 - 16):y2 + 3, max(0, x1 - 3):x2 + 3]  # the box, its edges and the label above
+        return int((np.abs(region - np.array(rgb)).sum(axis=2) < 90).sum())
+
+    own, other = person_rgb(0), person_rgb(1)  # colours follow the sorted names: person1, person2
+    assert first["colour"] == "rgb({},{},{})".format(*own)
+    assert near(own, (553, 71, 752, 275)) > 60  # its thick box and the label tag "person1 · pan"
+    assert near(other, (1093, 33, 1347, 299)) > 15  # the other person's thin box
+    assert near(other, (553, 71, 752, 275)) < near(own, (553, 71, 752, 275)) / 4
+
+
+@needs_demo
+def test_frames_contact_sheet_legend_is_inside_the_image(frames_gallery):
+    from gcdr_tools.gallery.tiles import person_rgb
+
+    sheet_path = frames_gallery["out"] / "contact_sheet.png"
+    layout = frames_gallery["summary"]["contact_sheet_layout"]
+    assert_legend_inside(sheet_path, layout)
+    with Image.open(sheet_path) as sheet:
+        pixels = np.asarray(sheet.convert("RGB")).astype(int)
+    header_bottom = max(box[3] for box in layout["legend_boxes"])
+    for index in (0, 1):  # a colour key per person in the legend
+        assert (np.abs(pixels[:header_bottom] - np.array(person_rgb(index))).sum(axis=2) < 10).any(), index
+    # the tiles are pasted at full size: the sheet holds its blocks of three 320 px tiles
+    assert layout["size"][0] >= layout["per_row"] * 3 * 320
+
+
+def test_a_missing_folder_is_one_line_naming_it_and_the_command(tmp_path):
+    from gcdr.errors import UserError
+    from pipelines.inspect import main
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "synthgaze.yaml"
+    with pytest.raises(UserError) as error:
+        main(["--config", str(config), "--pseudo", str(tmp_path / "gradcam-nowhere")])
+    message = str(error.value)
+    assert "\n" not in message and "gradcam-nowhere" in message and "does not exist" in message
+    assert "make gradcam" in message and "make refine" in message

@@ -4,6 +4,7 @@ model sees which view, and a tiny mean-teacher training run that resumes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -128,7 +129,7 @@ def synth_cfg(tmp_path_factory):
 
 
 def test_ema_teacher_sees_view_2_and_the_student_view_1(synth_cfg, monkeypatch):
-    from pipelines import train_teacher
+    from gcdr.teacher import training as train_teacher
 
     cfg, root = synth_cfg
     batches, seen = [], {"student": [], "ema": []}
@@ -163,7 +164,7 @@ def test_ema_teacher_sees_view_2_and_the_student_view_1(synth_cfg, monkeypatch):
 
 
 def test_mean_teacher_run_trains_and_resumes_as_one_run(synth_cfg):
-    from pipelines import train_teacher
+    from gcdr.teacher import training as train_teacher
 
     cfg, root = synth_cfg
     first = train_teacher.train(dict(cfg, teacher=dict(TINY)), root / "resumed", progress=False)
@@ -179,9 +180,59 @@ def test_mean_teacher_run_trains_and_resumes_as_one_run(synth_cfg):
             assert torch.allclose(resumed[part][key].float(), value.float(), atol=1e-6), (part, key)
     assert whole["loss"] == pytest.approx(second["loss"], rel=1e-5)
 
-    # a checkpoint of the one-view mean teacher (no "mean_teacher_views") is not resumed with two views
+    # a checkpoint of the one-view mean teacher (no "mean_teacher_views") is not resumed with two views, even in a
+    # folder whose request matches
     old = dict(resumed, fingerprint={k: v for k, v in resumed["fingerprint"].items() if k != "mean_teacher_views"})
     torch.save(old, root / "resumed" / "checkpoint.pt")
     with pytest.raises(ValueError, match="mean_teacher_views.*--restart"):
         train_teacher.train(dict(cfg, teacher=dict(TINY, epochs=3)), root / "resumed", progress=False)
     assert "mean_teacher_views" not in train_teacher.fingerprint(TeacherConfig())  # supervised runs: as before
+
+
+def test_teacher_folder_of_another_request_is_refused_in_one_line_and_restart_replaces_it(synth_cfg):
+    """The teacher's output folder is claimed for its request (gcdr.stage_output): another lr is refused with one
+    line naming teacher.lr, before any training; a bigger budget (epochs) resumes; --restart empties and retrains."""
+    from gcdr.stage_output import StageOutputError
+    from pipelines import train_teacher
+
+    cfg, root = synth_cfg
+    out = root / "claimed"
+    supervised = dict(TINY, mean_teacher=False)
+    train_teacher.train(dict(cfg, teacher=supervised), out, progress=False)
+    request = json.loads((out / "request.json").read_text())
+    assert request["stage"] == "train-teacher" and "epochs" not in request["request"]["teacher"]
+    assert len(request["request"]["persons"]["labeled_split_sha256"]) == 64
+    first_stamp = (out / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.raises(StageOutputError) as refused:
+        train_teacher.train(dict(cfg, teacher=dict(supervised, lr=5e-4)), out, progress=False)
+    message = str(refused.value)
+    assert "\n" not in message and "teacher.lr: 0.001 -> 0.0005" in message and "--restart" in message, message
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == first_stamp  # nothing trained, nothing written
+
+    # the command line: one line on stderr, exit code 1; --restart replaces the folder's output
+    argv = ["--config", cfg["_config_path"], "--out", str(out), "--no-progress",
+            *[x for o in [f"out_root={root / 'out'}", f"dataset.root={root / 'data'}", f"split.dir={root / 'splits'}",
+                          "split.ratio=0.5", *(f"teacher.{k}={json.dumps(v)}" for k, v in dict(supervised, lr=5e-4).items())]
+              for x in ("--set", o)]]
+    restarted = train_teacher.main([*argv, "--restart"])
+    assert restarted["epoch"] == 1
+    assert json.loads((out / "request.json").read_text())["request"]["teacher"]["lr"] == 5e-4
+    assert json.loads((out / "provenance.json").read_text())["status"] == "done"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    stamp = (out / "checkpoint.pt").stat().st_mtime_ns
+    again = train_teacher.main(argv)  # the same request, done: nothing to do
+    assert again["loss"] == restarted["loss"] and (out / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_teacher_on_another_labeled_split_is_refused(synth_cfg, tmp_path):
+    from gcdr.data.splits import make_split
+    from gcdr.stage_output import StageOutputError
+    from gcdr.teacher import training
+
+    cfg, root = synth_cfg
+    supervised = dict(TINY, mean_teacher=False)
+    training.train(dict(cfg, teacher=supervised), tmp_path / "teacher", progress=False)
+    other = dict(cfg, split=dict(cfg["split"], dir=str(tmp_path / "splits"), seed=3))
+    make_split(root / "data" / cfg["dataset"]["train_file"], 0.5, 3, tmp_path / "splits" / "seed3")
+    with pytest.raises(StageOutputError, match=r"persons\.labeled.*persons\.labeled_split_sha256"):
+        training.train(dict(other, teacher=supervised), tmp_path / "teacher", progress=False)

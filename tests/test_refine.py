@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gcdr.config import RunConfig
 from gcdr.heatmaps import gaussian_heatmap_64, normalize_heatmap, normalize_heatmaps
 from gcdr.locking import FolderInUseError
 from gcdr.provenance import write_provenance
@@ -18,6 +19,7 @@ from gcdr.pseudolabels import (
     PseudoLabelWriter,
     finalize,
 )
+from gcdr.stage_output import StageOutputError
 from gcdr.teacher.diffusion import (
     make_ddim_scheduler,
     network_input,
@@ -25,13 +27,12 @@ from gcdr.teacher.diffusion import (
     refine_heatmaps,
 )
 from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
+from gcdr.teacher.refine import RefineSetupError, argmax_gaussian, refine_split
 from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 TINY = TeacherModelConfig(encoder_width=8, unet_channels=8, channel_mult=(1, 2, 2, 2), attention_head_dim=8,
                           norm_groups=4, attention_levels=(3,))
 IDS = ["p0", "p1", "p2", "p3"]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -173,12 +174,25 @@ def write_gradcam(folder, samples, rng, finish: bool = True, expected=None) -> N
         write_provenance(folder, "gradcam", {}, status="done", split="unlabeled", summary=summary)
 
 
-def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
-    from pipelines import refine
+def with_refine(cfg: RunConfig, **changes) -> RunConfig:
+    """``cfg`` with ``refine.<key>`` changed (the tree copied, the config itself left alone)."""
+    return RunConfig(dict(cfg, refine=dict(cfg["refine"], **changes)))
 
+
+def written(folder) -> dict:
+    """path -> (mtime, bytes) of every file of ``folder`` but the lock (which records its latest holder)."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def refine_run(cfg: RunConfig, src, out, **kwargs) -> dict:
+    return refine_split(cfg, src=src, out=out, progress=False, **kwargs)
+
+
+def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
     cfg, root, unlabeled = synth_cfg
     out = root / "refined"
-    summary = refine.run(cfg, src=root / "gradcam", out=out, progress=False)
+    summary = refine_run(cfg, root / "gradcam", out)
     assert summary["persons"] == len(unlabeled) and summary["missing"] == 0
     assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1}
     folder = PseudoLabelFolder(out)
@@ -192,37 +206,32 @@ def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
     assert request["T"] == 250 and request["steps"] == 2 and request["source"].endswith("gradcam")
     assert len(request["teacher_sha256"]) == 64
 
-    before = {p.name: p.read_bytes() for p in (out / "parts").glob("*")}
-    refine.run(cfg, src=root / "gradcam", out=out, progress=False)  # resumed: nothing left to do
-    assert {p.name: p.read_bytes() for p in (out / "parts").glob("*")} == before
-    cfg_other_t = dict(cfg, refine=dict(cfg["refine"], T=100))
-    with pytest.raises(ValueError, match="other settings"):
-        refine.run(cfg_other_t, src=root / "gradcam", out=out, progress=False)
+    files = written(out)
+    assert refine_run(cfg, root / "gradcam", out) == summary  # done: nothing to do, nothing rewritten
+    assert written(out) == files
 
-    cfg_too_far = dict(cfg, refine=dict(cfg["refine"], T=10000))
-    with pytest.raises(SystemExit, match="beyond the 500 diffusion steps"):
-        refine.run(cfg_too_far, src=root / "gradcam", out=root / "too_far", progress=False)
+    cfg_too_far = with_refine(cfg, T=10000)
+    with pytest.raises(RefineSetupError, match="beyond the 500 diffusion steps"):
+        refine_run(cfg_too_far, root / "gradcam", root / "too_far")
     assert not (root / "too_far").exists()  # refused before anything is written
 
-    cfg_untrained = dict(cfg, refine=dict(cfg["refine"], teacher=str(root / "untrained_teacher")))
-    summary = refine.run(cfg_untrained, src=root / "gradcam", out=root / "untrained", progress=False)
+    cfg_untrained = with_refine(cfg, teacher=str(root / "untrained_teacher"))
+    summary = refine_run(cfg_untrained, root / "gradcam", root / "untrained")
     assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1, "refined_all_zero": len(valid_ids)}
 
     # same seed, another batch size and a fresh folder: the same maps
-    cfg_batch = dict(cfg, refine=dict(cfg["refine"], batch_size=16))
-    refine.run(cfg_batch, src=root / "gradcam", out=root / "refined_b16", progress=False)
+    cfg_batch = with_refine(cfg, batch_size=16)
+    refine_run(cfg_batch, root / "gradcam", root / "refined_b16")
     again = PseudoLabelFolder(root / "refined_b16")
     assert np.allclose(np.stack([again.heatmap_64(i) for i in valid_ids]), maps, atol=2e-3)  # float16 storage
 
 
 def test_refine_baselines(synth_cfg):
-    from pipelines import refine
-
     cfg, root, unlabeled = synth_cfg
     source = PseudoLabelFolder(root / "gradcam")
     for method in ("none", "argmax"):
-        cfg_method = dict(cfg, refine=dict(cfg["refine"], method=None if method == "none" else method))
-        summary = refine.run(cfg_method, src=root / "gradcam", out=root / method, progress=False)
+        cfg_method = with_refine(cfg, method=None if method == "none" else method)
+        summary = refine_run(cfg_method, root / "gradcam", root / method)
         assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1}
     copied, argmax = PseudoLabelFolder(root / "none"), PseudoLabelFolder(root / "argmax")
     sample_id = unlabeled[0].sample_id
@@ -232,7 +241,7 @@ def test_refine_baselines(synth_cfg):
     assert np.allclose(argmax.heatmap_64(sample_id), gaussian_heatmap_64((col / 8, row / 6)), atol=1e-3)
     grid = np.zeros((4, 5), np.float32)
     grid[1, 3] = 1.0  # x = 3 / 5 = 0.6 -> cell 38; y = 1 / 4 -> cell 16 (a half-cell offset would give 44, 24)
-    assert np.unravel_index(np.argmax(refine.argmax_gaussian(grid)), (64, 64)) == (16, 38)
+    assert np.unravel_index(np.argmax(argmax_gaussian(grid)), (64, 64)) == (16, 38)
 
 
 def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
@@ -251,7 +260,7 @@ def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
     second = train_teacher.train(dict(cfg, teacher=dict(tiny, epochs=2)), out, progress=False)
     assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
     assert (out / "log.csv").read_text().count("\n") == 3  # header + 2 epochs
-    with pytest.raises(ValueError, match="--restart"):
+    with pytest.raises(StageOutputError, match="--restart"):  # another lr: another request
         train_teacher.train(dict(cfg, teacher=dict(tiny, epochs=3, lr=5e-4)), out, progress=False)
     model = GazeDiffusionTeacher.from_pretrained(out / "model")
     assert model.config.unet_channels == 8
@@ -264,9 +273,7 @@ def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
 
 # --------------------------------------------------------------------- unfinished inputs, locks, leftovers
 def run_none(cfg, src, out):
-    from pipelines import refine
-
-    return refine.run(dict(cfg, refine=dict(cfg["refine"], method=None)), src=src, out=out, progress=False)
+    return refine_run(with_refine(cfg, method=None), src, out)
 
 
 def assert_one_line_naming(error, path) -> str:
@@ -323,7 +330,7 @@ def test_a_refined_folder_is_refused_when_its_source_changed(synth_cfg):
 
     shutil.rmtree(src)
     write_gradcam(src, unlabeled, np.random.default_rng(4))  # Grad-CAM made again: other maps
-    with pytest.raises(ValueError, match="other settings") as error:
+    with pytest.raises(StageOutputError, match="another request") as error:
         run_none(cfg, src, out)
     assert "source_fingerprint" in assert_one_line_naming(error, out)
 
@@ -341,7 +348,7 @@ def test_refine_removes_stale_temporaries_and_refuses_a_locked_folder(synth_cfg)
 
     cfg, root, _ = synth_cfg
     out = root / "locked_out"
-    (out / "parts").mkdir(parents=True)
+    run_none(cfg, root / "gradcam", out)  # the folder is claimed (request.json) before a kill can leave anything
     stale = [out / ".manifest.k3x9_a2b.tmp.csv", out / "parts" / ".rank0-00000.heatmap_64.abcdefgh.tmp.npy"]
     for path in stale:
         path.write_bytes(b"left by a kill")
@@ -362,3 +369,56 @@ def test_refine_removes_stale_temporaries_and_refuses_a_locked_folder(synth_cfg)
     run_none(cfg, root / "gradcam", out)  # the holder died: its lock went with it
     assert not any(path.exists() for path in stale)
     assert not list(out.rglob("*.tmp*"))
+
+
+# ------------------------------------------------------------------------------------ one request per folder
+def test_refine_with_another_t_is_refused_in_one_line_and_restart_replaces(synth_cfg):
+    cfg, root, unlabeled = synth_cfg
+    out = root / "t_changes"
+    refine_run(with_refine(cfg, T=100), root / "gradcam", out)
+    files = written(out)
+    with pytest.raises(StageOutputError) as error:
+        refine_run(cfg, root / "gradcam", out)  # T = 250
+    message = assert_one_line_naming(error, out)
+    assert "T: 100 -> 250" in message and "--restart" in message
+    assert written(out) == files
+
+    summary = refine_run(cfg, root / "gradcam", out, restart=True)
+    assert summary["persons"] == len(unlabeled)
+    request = json.loads((out / "request.json").read_text())["request"]
+    assert request["T"] == 250
+    assert json.loads((out / "provenance.json").read_text())["request"]["T"] == 250
+
+
+def test_refine_refuses_a_folder_it_did_not_write(synth_cfg):
+    cfg, root, _ = synth_cfg
+    out = root / "foreign"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's")
+    with pytest.raises(StageOutputError, match="no refine request") as error:
+        run_none(cfg, root / "gradcam", out)
+    assert_one_line_naming(error, out)
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["notes.txt"]
+
+
+def test_refine_before_the_teacher_names_the_command(synth_cfg, capsys):
+    from gcdr.locking import run_stage
+    from pipelines import refine as refine_pipeline
+
+    cfg, root, _ = synth_cfg
+    no_teacher = RunConfig(dict(cfg, refine={k: v for k, v in cfg["refine"].items() if k != "teacher"}))
+    with pytest.raises(RefineSetupError) as error:
+        refine_run(no_teacher, root / "gradcam", root / "no_teacher")
+    message = str(error.value)
+    assert "\n" not in message and "`make train-teacher RATIO=0.5 SEED=0`" in message
+    assert not (root / "no_teacher").exists()
+
+    argv = ["--no-progress", "--src", str(root / "gradcam"), "--out", str(root / "no_teacher")]
+    overrides = [f"out_root={root / 'out'}", f"dataset.root={root / 'data'}", f"split.dir={root / 'splits'}",
+                 "split.ratio=0.5"]  # as synth_cfg, without refine.teacher
+    argv += [item for o in overrides for item in ("--set", o)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(refine_pipeline.main, argv)
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "make train-teacher RATIO=0.5 SEED=0" in lines[0], lines

@@ -13,7 +13,9 @@ from gcdr.data import load_samples
 from gcdr.data.gazefollow import key_of_sample_id, read_gazefollow
 from gcdr.data.splits import make_split, split_file_names, split_gazefollow
 from gcdr.paths import split_files
+from gcdr.stage_output import StageOutputError
 from pipelines import split as split_pipeline
+from pipelines.split import SplitEditedError
 
 N_ROWS = 203
 
@@ -121,12 +123,44 @@ def test_split_stage_writes_once_and_records_provenance(tmp_path):
     record = json.loads((folder / "provenance.json").read_text())
     assert set(record["splits"]) == {"0.1", "0.2"}
 
-    write_train_file(root / "train.txt", seed=5)  # the train file changed: refuse without --force
-    with pytest.raises(SystemExit, match="--force"):
+    use_file = folder / use_name
+    use_file.write_text(use_file.read_text() + "\n")  # edited by hand: refused, one line
+    with pytest.raises(SplitEditedError) as edited:
         split_pipeline.main(["--config", str(config), "--set", "split.ratio=0.1", "--set", "split.seed=1"])
-    split_pipeline.main(["--config", str(config), "--set", "split.ratio=0.1", "--set", "split.seed=1", "--force"])
+    assert "\n" not in str(edited.value) and str(use_file) in str(edited.value) and "--restart" in str(edited.value)
+
+    write_train_file(root / "train.txt", seed=5)  # the train file changed: refused in one line naming it
+    with pytest.raises(StageOutputError) as refused:
+        split_pipeline.main(["--config", str(config), "--set", "split.ratio=0.1", "--set", "split.seed=1"])
+    message = str(refused.value)
+    assert "\n" not in message and "train_sha256:" in message and "--restart" in message, message
+    assert "seed" not in message.split("(")[1].split(")")[0]  # only what differs is named
+    split_pipeline.main(["--config", str(config), "--set", "split.ratio=0.1", "--set", "split.seed=1", "--restart"])
     assert (folder / left_name).read_text() != ""
     assert os.stat(folder / use_name).st_mtime_ns != mtime
+    record = json.loads((folder / "provenance.json").read_text())
+    assert set(record["splits"]) == {"0.1"}  # --restart emptied the folder: the 0.2 split is gone
+    split_pipeline.main(["--config", str(config), "--set", "split.seed=1", "--force"])  # --force = --restart
+    assert set(json.loads((folder / "provenance.json").read_text())["splits"]) == {"0.2"}
+
+
+def test_split_command_refusal_is_one_line_on_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    root.mkdir()
+    write_train_file(root / "train.txt")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"name: t\ndataset: {{format: gazefollow, root: {root}, train_file: train.txt, "
+                      f"test_file: train.txt}}\nsplit: {{ratio: 0.1, seed: 0, dir: {tmp_path / 'splits'}}}\n")
+    split_pipeline.main(["--config", str(config)])
+    write_train_file(root / "train.txt", seed=5)
+    done = subprocess.run([sys.executable, "-m", "pipelines.split", "--config", str(config)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "train_sha256" in lines[-1] and "Traceback" not in done.stderr
 
 
 def test_missing_split_files_and_unknown_split_are_clear_errors(tmp_path):

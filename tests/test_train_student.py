@@ -25,20 +25,17 @@ from gcdr.pseudolabels import (
     PseudoLabelWriter,
     finalize,
 )
+from gcdr.stage_output import StageOutputError
+from gcdr.students.evaluation import dataset_for_student, evaluate_student, predict_dataset
+from gcdr.students.export import load_student, save_checkpoint
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
+from gcdr.students.registry import student_from_config
+from gcdr.students.train import train_student
 from gcdr.students.training import (
-    BatchStudent,
     EpochBatchSampler,
     StudentConfig,
     assemble_training_set,
     batch_targets,
-    build_student,
-    dataset_for_student,
-    forward_batch,
-    load_student,
-    model_config,
-    predict_dataset,
-    save_checkpoint,
     student_loss,
 )
 from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
@@ -144,11 +141,11 @@ def test_a_few_steps_lower_the_loss(synth, student_args):
     cfg = config(synth, *student_args, "student.lr=0.001", "student.gazelle_lr=0.003",
                  "student.vat_zero_init_output=false")
     student = StudentConfig(**cfg["student"])
-    model = build_student(model_config(student, synth["root"] / "out"))
+    model = student_from_config(student, synth["root"] / "out")
     samples = load_samples(cfg, "labeled")[:8]
-    dataset = GazeDataset(samples, train=False, style=student.style, scene_size=student.scene_size)
+    dataset = GazeDataset(samples, train=False, style=model.style, scene_size=model.input_size)
     batch = default_collate([dataset[i] for i in range(len(dataset))])
-    runner = BatchStudent(model).train()
+    runner = model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=student.learning_rate)
     losses = []
     for _ in range(12):
@@ -161,14 +158,14 @@ def test_a_few_steps_lower_the_loss(synth, student_args):
 
 
 def test_pipeline_checkpoints_resume_and_evaluate(synth):
-    from pipelines.evaluate import evaluate_checkpoint
-    from pipelines.train_student import train_student
+    from gcdr.students.evaluation import evaluate_checkpoint
 
     cfg = config(synth, *TINY_VAT, "student.epochs=2", "student.vat_zero_init_output=true")
     pseudo = str(synth["pseudo"].folder)
     result = train_student(cfg, pseudo)
     out = synth["root"] / "out" / "students" / f"vat-r0.25-{Path(pseudo).name}"
-    for name in ("last.pt", "history.csv", "metrics.json", "provenance.json", "tb"):
+    for name in ("last.pt", "history.csv", "metrics.json", "provenance.json", "tb", "request.json",
+                 "model/config.json", "model/model.safetensors"):
         assert (out / name).exists(), name
     n_unlabeled = len(load_samples(cfg, "unlabeled"))
     assert result["training_set"]["pseudo"] == n_unlabeled - 3 and result["training_set"]["labeled"] == 10
@@ -183,20 +180,21 @@ def test_pipeline_checkpoints_resume_and_evaluate(synth):
     assert len((out / "history.csv").read_text().strip().splitlines()) == 1 + 3
 
     model, checkpoint = load_student(out / "last.pt")  # rebuilds itself from its model config
-    save_checkpoint(synth["root"] / "copy.pt", model, checkpoint["model_config"])
+    save_checkpoint(synth["root"] / "copy.pt", model)
     copy, _ = load_student(synth["root"] / "copy.pt")
+    directory, _ = load_student(out / "model")  # the model directory holds the last model too
     for key, value in model.state_dict().items():
         assert torch.equal(copy.state_dict()[key], value)
-    evaluated = evaluate_checkpoint(cfg, out / "last.pt", device="cpu")["metrics"]
-    assert evaluated["avg_l2"] == pytest.approx(resumed["final"]["avg_l2"], abs=1e-6)
-    assert evaluated["auc"] == pytest.approx(resumed["final"]["auc"], abs=1e-6)
+        assert torch.equal(directory.state_dict()[key], value)
+    for ckpt in (out / "last.pt", out / "model"):
+        evaluated = evaluate_checkpoint(cfg, ckpt, device="cpu")["metrics"]
+        assert evaluated["avg_l2"] == pytest.approx(resumed["final"]["avg_l2"], abs=1e-6)
+        assert evaluated["auc"] == pytest.approx(resumed["final"]["auc"], abs=1e-6)
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(synth):
     """Stopped after 2 of 3 epochs (max_steps) and resumed by a new Accelerator and loader: the same weights,
     to the bit, as 3 epochs in one go (the loader's own epoch counter restarts at 0 in a new run)."""
-    from pipelines.train_student import train_student
-
     common = (*TINY_VAT, "student.epochs=3", "student.vat_zero_init_output=true")
     pseudo = str(synth["pseudo"].folder)
     straight = synth["root"] / "straight"
@@ -213,21 +211,19 @@ def test_a_resumed_run_equals_an_uninterrupted_one(synth):
 
 
 def test_feature_cache_matches_the_backbone_and_the_gazelle_pipeline_runs(synth):
-    from pipelines.train_student import train_student
-
     cfg = config(synth, *TINY_GAZELLE)
     student = StudentConfig(**cfg["student"])
-    model = build_student(model_config(student, synth["root"] / "out")).eval()
+    model = student_from_config(student, synth["root"] / "out").eval()
     samples = load_samples(cfg, "test")
     base = GazeDataset(samples, train=False, style="gazelle", scene_size=112)
-    cache = FeatureCache(synth["root"] / "cache", model_config(student, synth["root"] / "out")["backbone"], 112)
+    cache = FeatureCache(synth["root"] / "cache", model.config.backbone, 112)
     cached = CachedFeatureDataset.build(base, model.backbone, cache, train=False, progress=False)
     plain_batch = default_collate([base[i] for i in range(4)])
     cached_batch = default_collate([cached[i] for i in range(4)])
     with torch.no_grad():
         assert torch.allclose(cached_batch["features"], model.backbone(plain_batch["scene"]), atol=1e-2)  # float16
-        with_cache = forward_batch(model, cached_batch)[0]
-        without = forward_batch(model, plain_batch)[0]
+        with_cache = model(cached_batch)[0]
+        without = model(plain_batch)[0]
     assert torch.allclose(with_cache, without, atol=1e-2)
     assert torch.equal(cached_batch["target_heatmap_64"], plain_batch["target_heatmap_64"].half().float())
 
@@ -237,8 +233,6 @@ def test_feature_cache_matches_the_backbone_and_the_gazelle_pipeline_runs(synth)
 
 
 def test_train_student_refuses_an_incomplete_pseudo_folder(synth):
-    from pipelines.train_student import train_student
-
     cfg = config(synth, *TINY_VAT, "student.epochs=1")
     unlabeled = load_samples(cfg, "unlabeled")
     half = synth["root"] / "pseudo_half_done"  # refine killed half-way: parts, no summary.json
@@ -263,8 +257,6 @@ def test_train_student_refuses_an_incomplete_pseudo_folder(synth):
 
 
 def test_a_run_made_with_another_version_of_the_pseudo_folder_is_not_resumed(synth):
-    from pipelines.train_student import train_student
-
     cfg = config(synth, *TINY_VAT, "student.epochs=1")
     unlabeled = load_samples(cfg, "unlabeled")
     pseudo = synth["root"] / "pseudo_versions"
@@ -279,8 +271,34 @@ def test_a_run_made_with_another_version_of_the_pseudo_folder_is_not_resumed(syn
 
     shutil.rmtree(pseudo)
     write_pseudo(pseudo, unlabeled, invalid_ids={unlabeled[0].sample_id})  # refined again: other labels
-    with pytest.raises(SystemExit, match="pseudo_fingerprint changed"):
+    with pytest.raises(StageOutputError) as error:
         train_student(cfg, str(pseudo), out_dir=out)
+    message = str(error.value)
+    assert "\n" not in message and "pseudo_fingerprint: " in message and "--restart" in message
+    assert train_student(cfg, str(pseudo), out_dir=out, restart=True)["final"]["epoch"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["fingerprint"]["pseudo_fingerprint"] != summary["fingerprint"]
+
+
+def test_a_folder_of_another_request_is_refused_and_restart_replaces_it(synth, capsys):
+    """Another setting (not a budget field) on the same folder: one line naming it; --restart starts over."""
+    from pipelines.train_student import main
+
+    out = synth["root"] / "student_requests"
+    args = ["--pseudo", "none", "--out", str(out), "--epochs", "1"]
+    for item in synth["base"] + TINY_VAT:
+        args += ["--set", item]
+    main(args)
+    first = json.loads((out / "metrics.json").read_text())
+    with pytest.raises(StageOutputError) as error:
+        main(args + ["--set", "student.lr=0.01"])
+    message = str(error.value)
+    assert "\n" not in message and "student.lr: 0.001 -> 0.01" in message and str(out) in message
+    assert json.loads((out / "metrics.json").read_text()) == first  # left as it was
+    main(args + ["--epochs", "2"])  # a budget field: the same request, resumed
+    assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 2
+    main(args + ["--set", "student.lr=0.01", "--restart"])
+    assert json.loads((out / "request.json").read_text())["request"]["student"]["lr"] == 0.01
+    assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 1
 
 
 class OneProcess:
@@ -302,8 +320,7 @@ def test_evaluation_scores_only_persons_whose_image_was_read(synth, tmp_path, mo
     (n_skipped 2) and gives the metrics of the readable persons; on_error=raise names the file."""
     import cv2
 
-    import pipelines.evaluate as evaluate_stage
-    from pipelines.train_student import evaluate_student
+    import gcdr.students.evaluation as evaluate_stage
 
     rng = np.random.default_rng(0)
     samples = []
@@ -319,10 +336,9 @@ def test_evaluation_scores_only_persons_whose_image_was_read(synth, tmp_path, mo
 
     cfg = config(synth, *TINY_VAT)
     student = StudentConfig(**cfg["student"])
-    model_cfg = model_config(student, synth["root"] / "out")
     torch.manual_seed(0)
-    model = build_student(model_cfg).eval()
-    save_checkpoint(tmp_path / "student.pt", model, model_cfg)
+    model = student_from_config(student, synth["root"] / "out").eval()
+    save_checkpoint(tmp_path / "student.pt", model)
 
     def metrics_of(persons, on_error):
         monkeypatch.setattr(evaluate_stage, "load_samples", lambda cfg, split: list(persons))
@@ -340,9 +356,9 @@ def test_evaluation_scores_only_persons_whose_image_was_read(synth, tmp_path, mo
 
     # the training loop's evaluation, on a skip-mode dataset that replaces the unreadable items
     def student_metrics(persons):
-        dataset = dataset_for_student(persons, model_cfg, "skip")
+        dataset = dataset_for_student(persons, model, "skip")
         loader = torch.utils.data.DataLoader(dataset, batch_size=4)
-        return evaluate_student(BatchStudent(model), loader, dataset, OneProcess(), student, "gazefollow")
+        return evaluate_student(model, loader, dataset, OneProcess(), student.protocol, "gazefollow")
 
     replaced, clean = student_metrics(samples), student_metrics(readable)
     assert (replaced["n"], replaced["n_skipped"], clean["n"], clean["n_skipped"]) == (4, 2, 4, 0)
@@ -352,14 +368,13 @@ def test_evaluation_scores_only_persons_whose_image_was_read(synth, tmp_path, mo
 
 @pytest.mark.skipif(not VAT_DEMO.is_dir(), reason="needs /work/shared/data/vat-demo")
 def test_predict_draws_every_person_and_grouped_prediction_equals_per_person(synth, tmp_path):
-    from pipelines.predict import predict_folder
+    from gcdr.students.prediction import predict_folder
 
     cfg = config(synth, *TINY_GAZELLE)
     student = StudentConfig(**cfg["student"])
-    model_cfg = model_config(student, synth["root"] / "out")
     torch.manual_seed(0)
-    model = build_student(model_cfg).eval()
-    save_checkpoint(tmp_path / "gazelle.pt", model, model_cfg)
+    model = student_from_config(student, synth["root"] / "out").eval()
+    save_checkpoint(tmp_path / "gazelle.pt", model)
     heads = [str(VAT_DEMO / "person1.txt"), str(VAT_DEMO / "person2.txt")]
     table = predict_folder(tmp_path / "gazelle.pt", VAT_DEMO / "frames", heads, tmp_path / "pred", device="cpu")
     assert len(table) == 20 and set(table["person"]) == {"person1", "person2"}
@@ -368,9 +383,9 @@ def test_predict_draws_every_person_and_grouped_prediction_equals_per_person(syn
 
     from gcdr.data.headboxes import read_headbox_folder
 
-    dataset = dataset_for_student(read_headbox_folder(VAT_DEMO / "frames", heads)[:4], model_cfg)
+    dataset = dataset_for_student(read_headbox_folder(VAT_DEMO / "frames", heads)[:4], model)
     grouped, _ = predict_dataset(model, dataset, batch_size=4, progress=False)  # one backbone pass per image
     with torch.no_grad():
-        single = forward_batch(model, default_collate([dataset[i] for i in range(4)]))[0].numpy()
+        single = model(default_collate([dataset[i] for i in range(4)]))[0].numpy()
     assert np.allclose(grouped, single, atol=1e-5)
     assert np.abs(grouped[0] - grouped[1]).max() > 1e-4  # two persons of one frame

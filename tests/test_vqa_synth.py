@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gcdr.data.sample import PersonSample
+from gcdr.stage_output import StageOutputError
 from gcdr.vqa.blip import VqaConfig, load_vqa
 from gcdr_tools.synth_vqa import SynthVqaConfig, answer_of, vocabulary, words_of
 
@@ -65,6 +66,22 @@ def test_synth_vqa_pipeline_trains_saves_and_skips(tmp_path):
         assert again["test_accuracy"] == metrics["test_accuracy"]
         assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
         assert np.isfinite(again["final_loss"])
+        assert json.loads((model_dir / "request.json").read_text())["stage"] == "synth_vqa"
+
+        # another request: refused in one line naming what differs, not retrained
+        with pytest.raises(StageOutputError) as refused:
+            synth_vqa_pipeline.main([*args, "--set", "synth_vqa.lr=0.002"])
+        message = str(refused.value)
+        assert "\n" not in message and "synth_vqa.lr: 0.001 -> 0.002" in message and "--restart" in message, message
+        assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+        # another split.ratio does not touch the independent draw's model; the path it is written to is no setting
+        assert synth_vqa_pipeline.main([*args, "--set", "split.ratio=0.5"])["test_accuracy"] == metrics["test_accuracy"]
+        assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+        retrained = synth_vqa_pipeline.main([*args, "--set", "synth_vqa.lr=0.002", "--restart"])
+        assert (model_dir / "model.safetensors").stat().st_mtime_ns != stamp
+        assert json.loads((model_dir / "provenance.json").read_text())["status"] == "done"
+        assert json.loads((model_dir / "request.json").read_text())["request"]["synth_vqa"]["lr"] == 0.002
+        assert retrained["test_persons"] == 4
     finally:
         torch.set_num_threads(threads)
 

@@ -1,19 +1,16 @@
-"""Student checkpoints in the ecosystem's formats: writing them (``make export``) and reading them
-(:func:`gcdr.students.training.load_student`). docs/official-code.md#gaze-lle-decoder-checkpoint-keys,
-#vat-weight-files-and-loading.
+"""Student files: reading every format a student comes in, and writing the others (``make export``).
 
-- Gaze-LLE (``fkryan/gazelle``, the ``gazelle_dinov2_vitb14.pt`` layout): a plain dict of tensors holding
-  every state-dict key outside ``backbone.*`` (``pos_embed`` included). gazelle's ``load_gazelle_state_dict``
-  compares the model's and the file's key sets with ``backbone*`` ignored on both sides, prints a warning for
-  keys on one side only, copies the intersection and calls ``load_state_dict(strict=False)`` (a shape
-  mismatch still raises). An exported file holds exactly the keys of gazelle's ``GazeLLE(backbone,
-  inout, dim, num_layers, in_size)``, so it loads without a warning. gazelle's blocks always have 8 heads.
-- VAT (``ejcgt/attention-target-detection``, the ``model_gazefollow.pt`` layout): ``{"model": state_dict}``
-  with ``ModelSpatial``'s flat keys. VAT's scripts update the model's state dict with the file's entries and
-  load strictly, so every file key must be a ``ModelSpatial`` key of the same shape (ResNet-50, 224 px).
-
-Reading: an official file's size is inferred from its shapes (Gaze-LLE: dim, layers, in/out, backbone width,
-token grid; VAT: pathway type, width, input size); a Gaze-LLE file needs a backbone (hub id / directory).
+- a model directory (:meth:`gcdr.students.student.Student.save_pretrained`): ``config.json`` (the model config,
+  ``{"model": name, ...}``) + ``model.safetensors`` (the trainable state); what train-student writes as ``model/``
+  next to ``last.pt`` and what ``--format gcdr`` makes of any other file;
+- a gcdr checkpoint (``last.pt`` of train-student, and earlier gcdr ``.pt`` student files):
+  ``{"model_config", "state_dict", ...training state}``, tensors and plain types only (read with
+  ``weights_only=True``);
+- an official file (docs/official-code.md#gaze-lle-decoder-checkpoint-keys, #vat-weight-files-and-loading): the
+  student whose ``reads_official`` recognises the keys sizes itself from the shapes (Gaze-LLE: gazelle's plain
+  decoder state dict, ``gazelle_dinov2_vitb14.pt``, which needs a backbone; VAT: ``{"model": ModelSpatial
+  state}``, ``model_gazefollow.pt``). ``--format official`` writes a gcdr student in that layout, loadable by
+  gazelle's ``load_gazelle_state_dict`` / VAT's scripts (details: each student's ``official_payload``).
 """
 
 from __future__ import annotations
@@ -24,135 +21,124 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from gcdr.atomic import atomic_path
-from gcdr.checkpoints import load_torch_file
-from gcdr.students.gazelle import (
-    GAZELLE_INPUT_SIZE,
-    OFFICIAL_NUM_HEADS,
-    GazeLLE,
-    decoder_size_from_state_dict,
-    load_backbone,
-)
-from gcdr.students.vat import VAT_INPUT_SIZE, VATSpatial, read_state_dict, vat_size_from_state_dict
+from gcdr.checkpoints import load_torch_file, read_state_dict
+from gcdr.students.registry import STUDENTS, build_student, student_class
+from gcdr.students.student import CONFIG_FILE, Student
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("official",)
-DEFAULT_GAZELLE_BACKBONE = "facebook/dinov2-base"  # ViT-B/14: gazelle_dinov2_vitb14*.pt
-DINOV2_BY_WIDTH = {384: "facebook/dinov2-small", 768: "facebook/dinov2-base", 1024: "facebook/dinov2-large",
-                   1536: "facebook/dinov2-giant"}
-OFFICIAL_GAZELLE = {"dim": 256, "num_layers": 3, "input_size": GAZELLE_INPUT_SIZE}  # released decoders
-OFFICIAL_VAT = {"backbone": "resnet50", "width": 64, "input_size": VAT_INPUT_SIZE}  # VAT's ModelSpatial
+FORMATS = ("official", "gcdr")
+HINT = "delete it and rerun train-student"
 
 
-# ------------------------------------------------------------------------------------------- writing
+# ------------------------------------------------------------------------------------------- gcdr files
 
-def official_payload(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """What an official file holds for a student of gcdr ``config`` (a model config) with state ``state``.
+def save_checkpoint(path: str | Path, student: Student, **extra: Any) -> None:
+    """Atomically write ``{"model_config", "state_dict", **extra}`` (the ``last.pt`` layout); the state is
+    :meth:`Student.trainable_state_dict` on the CPU."""
+    state = {k: v.detach().cpu() for k, v in student.trainable_state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"model_config": student.model_config(), "state_dict": state, **extra}, tmp)
 
-    Gaze-LLE: the plain decoder state (``backbone.*`` dropped); VAT: ``{"model": state}``. Raises when the
-    student cannot be expressed in the format (Gaze-LLE with other than 8 heads; VAT on the resnet18 stand-in,
-    whose keys differ); warns when it can but the released code's fixed sizes differ.
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """The content of a ``.pt`` student file (gcdr or official): tensors and plain types only."""
+    return load_torch_file(path, map_location=map_location, weights_only=True, hint=HINT)
+
+
+def load_student(path: str | Path, map_location: str | torch.device = "cpu",
+                 backbone: str | Path | None = None) -> tuple[Student, dict[str, Any]]:
+    """Rebuild a student from any of its files; returns (student in eval mode, checkpoint dict).
+
+    A model directory or a gcdr checkpoint rebuilds itself from its model config and loads strictly (Gaze-LLE:
+    every non-backbone key must be there); the checkpoint dict is the ``.pt`` content, or ``{"model_config",
+    "state_dict"}`` for a directory. An official file is recognised by its keys and sized from its shapes; the
+    checkpoint dict then holds the inferred ``model_config``, the ``state_dict`` and ``official`` (the
+    student's name). ``backbone``: the backbone of official Gaze-LLE files
+    (gcdr.students.gazelle.configured_gazelle_backbone; None = the DINOv2 of the file's feature width).
     """
-    state = {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if config["model"] == "gazelle":
-        heads = config.get("num_heads", OFFICIAL_NUM_HEADS)
-        if heads != OFFICIAL_NUM_HEADS:
-            raise ValueError(f"gazelle's GazeLLE has {OFFICIAL_NUM_HEADS} attention heads and its files do not "
-                             f"store the number; this student has {heads}: an official-format file would be misread")
-        decoder = {k: v for k, v in state.items() if not k.startswith("backbone")}
-        size = decoder_size_from_state_dict(decoder)
-        actual = {"dim": size["dim"], "num_layers": size["num_layers"], "input_size": config.get("input_size")}
-        if actual != OFFICIAL_GAZELLE or size["feature_dim"] not in (768, 1024):
-            log.warning("Gaze-LLE sizes %s on a %d-wide backbone differ from the released models (%s on DINOv2 "
-                        "ViT-B/L): gazelle reads the file into GazeLLE(dim=%d, num_layers=%d) on such a backbone",
-                        actual, size["feature_dim"], OFFICIAL_GAZELLE, size["dim"], size["num_layers"])
-        return decoder
-    if config["model"] == "vat":
-        if config.get("backbone") != "resnet50":
-            raise ValueError(f"VAT's ModelSpatial is a ResNet-50 network; the {config.get('backbone')!r} stand-in "
-                             "has other state-dict keys")
-        size = vat_size_from_state_dict(state)
-        if size != OFFICIAL_VAT:
-            log.warning("VAT sizes %s differ from ModelSpatial's %s: the keys are VAT's, the shapes are not "
-                        "(VAT's scripts will not load it; gcdr's load_student will)", size, OFFICIAL_VAT)
-        return {"model": state}
-    raise ValueError(f"unknown student model {config['model']!r}")
-
-
-def export_official(ckpt: str | Path, out: str | Path) -> str:
-    """Write the gcdr student checkpoint ``ckpt`` (last.pt of train-student) as an official file ``out``.
-
-    Reads only the stored state and model config (no backbone is loaded). Returns the model (vat | gazelle).
-    """
-    checkpoint = load_torch_file(ckpt, map_location="cpu", weights_only=False,
-                                 hint="delete it and rerun train-student")
+    path = Path(path)
+    if path.is_dir():
+        student = Student.from_pretrained(path, map_location)
+        return student, {"model_config": student.model_config(), "state_dict": student.trainable_state_dict()}
+    checkpoint = read_checkpoint(path, map_location)
     if not isinstance(checkpoint, Mapping) or "model_config" not in checkpoint:
-        raise ValueError(f"{ckpt}: not a gcdr student checkpoint (no model_config)")
-    payload = official_payload(checkpoint["model_config"], checkpoint["state_dict"])
-    with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
-    model = checkpoint["model_config"]["model"]
-    log.info("wrote %s (%s, official layout, %d tensors)", out, model,
-             len(payload["model"] if model == "vat" else payload))
-    return model
+        if official_class(checkpoint) is None:
+            raise ValueError(f"{path}: neither a gcdr student checkpoint (no model_config) or model directory "
+                             f"({CONFIG_FILE}) nor an official file of {', '.join(STUDENTS)}")
+        student = official_student(checkpoint, backbone)
+        return student, {"model_config": student.model_config(), "state_dict": student.trainable_state_dict(),
+                         "official": student.name}
+    student = build_student(checkpoint["model_config"])
+    try:
+        student.load_trainable_state_dict(checkpoint["state_dict"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return student.eval(), checkpoint
 
 
-# ------------------------------------------------------------------------------------------- reading
+def convert_checkpoint(ckpt: str | Path, out_dir: str | Path, backbone: str | Path | None = None) -> str:
+    """Write the student of any ``.pt`` file (an earlier gcdr checkpoint, an official file) as a model directory
+    (``python -m pipelines.export --format gcdr``); ``backbone`` as :func:`load_student`. Returns the student's
+    name."""
+    student, _ = load_student(ckpt, backbone=backbone)
+    student.save_pretrained(out_dir)
+    log.info("wrote %s (%s student of %s)", out_dir, student.name, ckpt)
+    return student.name
 
-def official_kind(checkpoint: Any) -> str | None:
-    """"gazelle" / "vat" when a loaded file is an official Gaze-LLE decoder / VAT ModelSpatial file, else None.
+
+# ------------------------------------------------------------------------------------------- official files
+
+def official_class(checkpoint: Any) -> type[Student] | None:
+    """The student class whose official layout a loaded file has, else None (a gcdr checkpoint: None).
 
     Accepts the wrappers ``{'model': sd}`` / ``{'state_dict': sd}`` and ``module.`` prefixes (as the loaders do).
     """
     if not isinstance(checkpoint, Mapping) or "model_config" in checkpoint:
         return None
     state = read_state_dict(checkpoint)
-    if "head_token.weight" in state and "linear.weight" in state:
-        return "gazelle"
-    if "conv1_scene.weight" in state and "conv4.weight" in state:
-        return "vat"
-    return None
+    return next((cls for cls in STUDENTS.values() if cls.reads_official(state)), None)
 
 
-def official_student(checkpoint: Mapping, backbone: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Build and load a student from an official file's content; returns (model in eval mode, model config).
+def official_kind(checkpoint: Any) -> str | None:
+    """The name of the student whose official file ``checkpoint`` is, else None."""
+    cls = official_class(checkpoint)
+    return cls.name if cls is not None else None
 
-    Gaze-LLE: sizes from the shapes, 8 heads, input size = token grid x the backbone's patch size (448 for
-    the released ViT-B/14 and ViT-L/14 files); ``backbone`` None = the DINOv2 of the file's feature width
-    (768: facebook/dinov2-base). VAT: :func:`vat_size_from_state_dict`. Every file key must be used and every
-    model key be present (except Gaze-LLE's deterministic ``pos_embed`` and BN ``num_batches_tracked``).
+
+def official_student(checkpoint: Mapping, backbone: str | Path | None = None) -> Student:
+    """The student of an official file's content, in eval mode (see each student's ``from_official``)."""
+    cls = official_class(checkpoint)
+    if cls is None:
+        raise ValueError(f"not an official file of {', '.join(STUDENTS)}")
+    student = cls.from_official(read_state_dict(checkpoint), backbone)
+    log.info("official %s file read as %s", cls.name, student.model_config())
+    return student.eval()
+
+
+def official_payload(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Any:
+    """What an official file holds for a student of model config ``config`` with state ``state``; raises when
+    the student cannot be expressed in the format."""
+    state = {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return student_class(config["model"]).official_payload(config, state)
+
+
+def export_official(ckpt: str | Path, out: str | Path) -> str:
+    """Write the gcdr student ``ckpt`` (``last.pt`` or a model directory) as an official file ``out``.
+
+    A checkpoint is read without building the student (no backbone is loaded). Returns the student's name.
     """
-    kind = official_kind(checkpoint)
-    state = read_state_dict(checkpoint)
-    if kind == "gazelle":
-        size = decoder_size_from_state_dict(state)
-        name = str(backbone) if backbone is not None else DINOV2_BY_WIDTH.get(size["feature_dim"],
-                                                                              DEFAULT_GAZELLE_BACKBONE)
-        module = load_backbone(name)
-        if module.hidden_size != size["feature_dim"]:
-            hint = f" (e.g. {DINOV2_BY_WIDTH[size['feature_dim']]})" if size["feature_dim"] in DINOV2_BY_WIDTH else ""
-            raise ValueError(f"the Gaze-LLE decoder takes {size['feature_dim']}-d features but backbone {name} gives "
-                             f"{module.hidden_size}: set student.gazelle_backbone to a matching model{hint}")
-        grid = size["grid"] or GAZELLE_INPUT_SIZE // module.patch_size
-        config = {"model": "gazelle", "backbone": name, "inout": size["inout"], "input_size": grid * module.patch_size,
-                  "dim": size["dim"], "num_layers": size["num_layers"], "num_heads": OFFICIAL_NUM_HEADS}
-        model = GazeLLE(module, inout=config["inout"], input_size=config["input_size"], dim=config["dim"],
-                        num_layers=config["num_layers"], num_heads=OFFICIAL_NUM_HEADS)
-        report = model.load_decoder_state_dict(state)
-        missing, unexpected = [k for k in report.missing if k != "pos_embed"], report.unexpected
-    elif kind == "vat":
-        size = vat_size_from_state_dict(state)
-        config = {"model": "vat", **size, "zero_init_output": False}
-        model = VATSpatial(size["backbone"], width=size["width"], input_size=size["input_size"])
-        result = model.load_state_dict(state, strict=False)  # a shape mismatch raises
-        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        unexpected = list(result.unexpected_keys)
+    if Path(ckpt).is_dir():
+        _, checkpoint = load_student(ckpt)
     else:
-        raise ValueError("neither an official Gaze-LLE decoder file nor a VAT {'model': ModelSpatial state} file")
-    if missing or unexpected:
-        raise ValueError(f"official {kind} file: missing {missing}, unexpected {unexpected}")
-    log.info("official %s file read as %s", kind, config)
-    return model.eval(), config
+        checkpoint = read_checkpoint(ckpt)
+        if not isinstance(checkpoint, Mapping) or "model_config" not in checkpoint:
+            raise ValueError(f"{ckpt}: not a gcdr student checkpoint (no model_config)")
+    payload = official_payload(checkpoint["model_config"], checkpoint["state_dict"])
+    with atomic_path(out) as tmp:
+        torch.save(payload, tmp)
+    name = checkpoint["model_config"]["model"]
+    log.info("wrote %s (%s, official layout)", out, name)
+    return name

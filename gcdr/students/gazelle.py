@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +33,23 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from gcdr.heatmaps import HEATMAP_SIZE, head_box_grid_mask
-from gcdr.students.vat import LoadReport, masked_row_mean
+from gcdr.students.student import Student
+from gcdr.students.vat import LoadReport, masked_row_mean, read_state_dict
+
+if TYPE_CHECKING:
+    from gcdr.students.config import StudentConfig
 
 log = logging.getLogger(__name__)
 
 GAZELLE_INPUT_SIZE = 448
 OFFICIAL_NUM_HEADS = 8  # gazelle's GazeLLE hard-codes Block(num_heads=8); no shape in a state dict tells
+OFFICIAL_GAZELLE = {"dim": 256, "num_layers": 3, "input_size": GAZELLE_INPUT_SIZE}  # released decoders
+DEFAULT_GAZELLE_BACKBONE = "facebook/dinov2-base"  # ViT-B/14: gazelle_dinov2_vitb14*.pt
+DINOV2_BY_WIDTH = {384: "facebook/dinov2-small", 768: "facebook/dinov2-base", 1024: "facebook/dinov2-large",
+                   1536: "facebook/dinov2-giant"}
+TINY_DINOV2 = "tiny-dinov2"  # gazelle_backbone value: a seeded random tiny DINOv2 saved under <out_root>/models
+TINY_DINOV2_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                          patch_size=14, image_size=224)
 BoxNorm = Sequence[float] | None  # (xmin, ymin, xmax, ymax) divided by image width / height; None = no head
 
 
@@ -249,8 +264,6 @@ class GazeLLE(nn.Module):
         """Non-strict intersection load as the official loader: keys under ``backbone`` ignored on both sides,
         missing / unexpected keys reported (and logged). Accepts a path or a mapping (``{'state_dict':..}``
         / ``{'model':..}`` wrappers and ``module.`` prefixes are unwrapped). Shape mismatches raise."""
-        from gcdr.students.vat import read_state_dict
-
         state = {k: v for k, v in read_state_dict(path_or_state_dict).items() if not k.startswith("backbone")}
         own = self.decoder_state_dict()
         missing = [k for k in own if k not in state]
@@ -306,3 +319,166 @@ def count_learnable_parameters(model: GazeLLE) -> int:
     """Trainable parameters outside the backbone (2,826,752 for ViT-B without in/out)."""
     return sum(p.numel() for name, p in model.named_parameters()
                if not name.startswith("backbone") and p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------- student
+
+def ensure_tiny_dinov2(path: str | Path, seed: int = 0) -> Path:
+    """Create (once) a random tiny DINOv2 from a Dinov2Config at ``path`` and return the directory.
+
+    For offline demos only: the weights are untrained, the features are random projections of patches.
+    """
+    path = Path(path)
+    if (path / "config.json").exists():
+        return path
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    model = Dinov2Model(Dinov2Config(**TINY_DINOV2_CONFIG))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    model.save_pretrained(tmp)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (path / "config.json").exists():
+            raise
+    log.info("wrote a random tiny DINOv2 (%s) to %s", TINY_DINOV2_CONFIG, path)
+    return path
+
+
+def configured_gazelle_backbone(cfg: dict[str, Any]) -> str:
+    """``student.gazelle_backbone`` of a whole config as training resolves it (``vqa`` -> ``vqa.model``,
+    ``tiny-dinov2`` -> ``<out_root>/models/tiny-dinov2``): the backbone of official Gaze-LLE files."""
+    from gcdr import paths
+    from gcdr.students.config import student_config
+
+    name = student_config(cfg).gazelle_backbone
+    return str(paths.out_root(cfg) / "models" / TINY_DINOV2) if name == TINY_DINOV2 else name
+
+
+@dataclass
+class GazeLLEModelConfig:
+    """What rebuilds a Gaze-LLE student (``config.json``): its backbone (hub id or directory) and decoder size."""
+
+    backbone: str = DEFAULT_GAZELLE_BACKBONE
+    inout: bool = False
+    input_size: int = GAZELLE_INPUT_SIZE
+    dim: int = 256
+    num_layers: int = 3
+    num_heads: int = OFFICIAL_NUM_HEADS
+
+
+class GazeLLEStudent(Student):
+    """Gaze-LLE as a student (gcdr.students.student): :class:`GazeLLE` on its frozen backbone, BCE on the
+    sigmoid heatmap; the backbone is left out of its state (official decoder keys). Batches may carry the
+    backbone's features (``"features"`` [B, D, g, g], gcdr.students.feature_cache) instead of ``"scene"``."""
+
+    name = "gazelle"
+    config_class = GazeLLEModelConfig
+    style = "gazelle"
+    protocol = "gazelle"
+    lr_schedule = "cosine"  # Gaze-LLE: cosine to 1e-7
+    lr_field = "gazelle_lr"
+    feature_cache = True
+
+    def __init__(self, config: GazeLLEModelConfig, backbone: nn.Module | None = None):
+        """``backbone``: the already loaded ``config.backbone`` (else it is loaded here)."""
+        super().__init__(config)
+        backbone = backbone if backbone is not None else load_backbone(config.backbone)
+        self.model = GazeLLE(backbone, inout=config.inout, input_size=config.input_size,
+                             dim=config.dim, num_layers=config.num_layers, num_heads=config.num_heads)
+
+    @classmethod
+    def config_from(cls, student: StudentConfig, out_root: str | Path | None = None) -> GazeLLEModelConfig:
+        """``tiny-dinov2`` is created (once) under ``<out_root>/models`` and named by its path."""
+        backbone = student.gazelle_backbone
+        if backbone == TINY_DINOV2:
+            backbone = str(ensure_tiny_dinov2(Path(out_root or ".") / "models" / TINY_DINOV2, seed=student.seed))
+        return GazeLLEModelConfig(backbone=backbone, inout=student.gazelle_inout,
+                                  input_size=student.gazelle_input_size, dim=student.gazelle_dim,
+                                  num_layers=student.gazelle_layers, num_heads=student.gazelle_heads)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The frozen backbone (what the feature cache runs once per image)."""
+        return self.model.backbone
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(heatmap [B, 64, 64] in [0, 1] or its logits, in/out probability or logit [B] or None)."""
+        features = batch["features"].float() if "features" in batch else self.model.backbone(batch["scene"])
+        head_maps = head_box_grid_mask(batch["head_box_xyxy_norm"], self.model.grid)  # [B, g, g]
+        return self.model.decode(features, head_maps, return_logits=return_logits)
+
+    def predict_images(self, batch: dict[str, torch.Tensor],
+                       image_paths: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The backbone runs once per image (features repeated per head, as the official multi-person forward)."""
+        first = {p: i for i, p in reversed(list(enumerate(image_paths)))}  # image -> its first row
+        unique_rows = sorted(set(first.values()))
+        features = self.model.backbone(batch["scene"][unique_rows])  # [I, D, g, g]
+        position = {row: k for k, row in enumerate(unique_rows)}
+        features = features[[position[first[p]] for p in image_paths]]  # [B, D, g, g]
+        head_maps = head_box_grid_mask(batch["head_box_xyxy_norm"], self.model.grid)
+        return self.model.decode(features, head_maps)
+
+    @staticmethod
+    def heatmap_loss(heatmap_logits: torch.Tensor, target_64: torch.Tensor, mask: torch.Tensor,
+                     weight: torch.Tensor, cfg: StudentConfig) -> torch.Tensor:
+        return gazelle_heatmap_bce_loss(heatmap_logits, target_64, mask, weight)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.decoder_state_dict()
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        report = self.model.load_decoder_state_dict(state)
+        if report.missing or report.unexpected:
+            raise ValueError(f"missing {report.missing}, unexpected {report.unexpected}")
+
+    def load_init_weights(self, path: str | Path) -> LoadReport:
+        """A Gaze-LLE decoder checkpoint by non-strict intersection, as gazelle's loader."""
+        return self.model.load_decoder_state_dict(path)
+
+    # -- gazelle's own files (a plain decoder state dict, docs/official-code.md#gaze-lle-decoder-checkpoint-keys)
+    @classmethod
+    def reads_official(cls, state: Mapping[str, torch.Tensor]) -> bool:
+        return "head_token.weight" in state and "linear.weight" in state
+
+    @classmethod
+    def official_payload(cls, config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """The decoder state (``backbone.*`` dropped); refused for other than 8 heads (the files do not say)."""
+        heads = config.get("num_heads", OFFICIAL_NUM_HEADS)
+        if heads != OFFICIAL_NUM_HEADS:
+            raise ValueError(f"gazelle's GazeLLE has {OFFICIAL_NUM_HEADS} attention heads and its files do not "
+                             f"store the number; this student has {heads}: an official-format file would be misread")
+        decoder = {k: v for k, v in state.items() if not k.startswith("backbone")}
+        size = decoder_size_from_state_dict(decoder)
+        actual = {"dim": size["dim"], "num_layers": size["num_layers"], "input_size": config.get("input_size")}
+        if actual != OFFICIAL_GAZELLE or size["feature_dim"] not in (768, 1024):
+            log.warning("Gaze-LLE sizes %s on a %d-wide backbone differ from the released models (%s on DINOv2 "
+                        "ViT-B/L): gazelle reads the file into GazeLLE(dim=%d, num_layers=%d) on such a backbone",
+                        actual, size["feature_dim"], OFFICIAL_GAZELLE, size["dim"], size["num_layers"])
+        return decoder
+
+    @classmethod
+    def from_official(cls, state: Mapping[str, torch.Tensor],
+                      backbone: str | Path | None = None) -> GazeLLEStudent:
+        """Sized from the shapes, 8 heads, input size = token grid x the backbone's patch (448 for the released
+        ViT-B/14 and ViT-L/14 files); ``backbone`` None = the DINOv2 of the file's feature width."""
+        size = decoder_size_from_state_dict(state)
+        name = str(backbone) if backbone is not None else DINOV2_BY_WIDTH.get(size["feature_dim"],
+                                                                              DEFAULT_GAZELLE_BACKBONE)
+        module = load_backbone(name)
+        if module.hidden_size != size["feature_dim"]:
+            hint = f" (e.g. {DINOV2_BY_WIDTH[size['feature_dim']]})" if size["feature_dim"] in DINOV2_BY_WIDTH else ""
+            raise ValueError(f"the Gaze-LLE decoder takes {size['feature_dim']}-d features but backbone {name} gives "
+                             f"{module.hidden_size}: set student.gazelle_backbone to a matching model{hint}")
+        grid = size["grid"] or GAZELLE_INPUT_SIZE // module.patch_size
+        config = GazeLLEModelConfig(backbone=name, inout=size["inout"], input_size=grid * module.patch_size,
+                                    dim=size["dim"], num_layers=size["num_layers"], num_heads=OFFICIAL_NUM_HEADS)
+        student = cls(config, backbone=module)
+        report = student.model.load_decoder_state_dict(state)
+        missing = [k for k in report.missing if k != "pos_embed"]
+        if missing or report.unexpected:
+            raise ValueError(f"official gazelle file: missing {missing}, unexpected {report.unexpected}")
+        return student

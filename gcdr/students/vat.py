@@ -25,6 +25,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +36,15 @@ from torch import nn
 from gcdr.checkpoints import LoadReport, load_vat_weights, read_state_dict  # noqa: F401 (re-exported)
 from gcdr.encoders import VAT_INPUT_SIZE, VATEncoder, init_vat_weights  # noqa: F401 (re-exported)
 from gcdr.heatmaps import HEATMAP_SIZE
+from gcdr.students.student import Student
+
+if TYPE_CHECKING:
+    from gcdr.students.config import StudentConfig
 
 log = logging.getLogger(__name__)
 
 HEATMAP_AMP_FACTOR = 10000.0  # VAT's "amp factor" on the per-pixel MSE
+OFFICIAL_VAT = {"backbone": "resnet50", "width": 64, "input_size": VAT_INPUT_SIZE}  # VAT's ModelSpatial
 
 
 class VATSpatial(VATEncoder):
@@ -154,3 +162,78 @@ def vat_size_from_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, str
         raise ValueError(f"attn.weight {tuple(state['attn.weight'].shape)} fits no VAT input size "
                          f"({pathway_channels}-channel pathways)")
     return {"backbone": backbone, "width": width, "input_size": input_size}
+
+
+# ---------------------------------------------------------------------------------------------- student
+
+@dataclass
+class VATModelConfig:
+    """What rebuilds a VAT student (``config.json``): the :class:`VATSpatial` arguments."""
+
+    backbone: str = "resnet50"
+    width: int | None = None
+    input_size: int = VAT_INPUT_SIZE
+    zero_init_output: bool = False
+
+
+class VATStudent(Student):
+    """VAT as a student (gcdr.students.student): :class:`VATSpatial` on VAT-style inputs (scene, head channel,
+    face), MSE x ``amp_factor`` on its raw heatmap; every weight is trained and saved (771 entries)."""
+
+    name = "vat"
+    config_class = VATModelConfig
+    style = "vat"
+    protocol = "gcdr"
+    lr_schedule = "multistep"  # GCDR: x0.2 at 60 % of the epochs
+    lr_field = "lr"
+
+    def __init__(self, config: VATModelConfig):
+        super().__init__(config)
+        self.model = VATSpatial(config.backbone, width=config.width, input_size=config.input_size,
+                                zero_init_output=config.zero_init_output)
+
+    @classmethod
+    def config_from(cls, student: StudentConfig, out_root: str | Path | None = None) -> VATModelConfig:
+        return VATModelConfig(backbone=student.backbone, width=student.vat_width, input_size=student.vat_input_size,
+                              zero_init_output=student.vat_zero_init_output)
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw heatmap [B, 64, 64], in/out logit [B]); VAT has no sigmoid, so ``return_logits`` changes nothing."""
+        return self.model(batch["scene"], batch["head_channel"], batch["face"])
+
+    @staticmethod
+    def heatmap_loss(heatmap_logits: torch.Tensor, target_64: torch.Tensor, mask: torch.Tensor,
+                     weight: torch.Tensor, cfg: StudentConfig) -> torch.Tensor:
+        return heatmap_mse_loss(heatmap_logits, target_64, mask, weight, amp_factor=cfg.amp_factor)
+
+    def load_init_weights(self, path: str | Path) -> LoadReport:
+        """VAT's files (e.g. initial_weights_for_spatial_training.pt) by name + shape matching."""
+        return load_vat_weights(self.model, path)
+
+    # -- VAT's own files (``{"model": ModelSpatial state}``, docs/official-code.md#vat-weight-files-and-loading)
+    @classmethod
+    def reads_official(cls, state: Mapping[str, torch.Tensor]) -> bool:
+        return "conv1_scene.weight" in state and "conv4.weight" in state
+
+    @classmethod
+    def official_payload(cls, config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """``{"model": state}``; only a ResNet-50 student has ModelSpatial's keys (warns when sizes differ)."""
+        if config.get("backbone") != "resnet50":
+            raise ValueError(f"VAT's ModelSpatial is a ResNet-50 network; the {config.get('backbone')!r} stand-in "
+                             "has other state-dict keys")
+        size = vat_size_from_state_dict(state)
+        if size != OFFICIAL_VAT:
+            log.warning("VAT sizes %s differ from ModelSpatial's %s: the keys are VAT's, the shapes are not "
+                        "(VAT's scripts will not load it; gcdr's load_student will)", size, OFFICIAL_VAT)
+        return {"model": dict(state)}
+
+    @classmethod
+    def from_official(cls, state: Mapping[str, torch.Tensor], backbone: str | Path | None = None) -> VATStudent:
+        """Sized by :func:`vat_size_from_state_dict`; every key used, every model key present but BN counters."""
+        student = cls(VATModelConfig(**vat_size_from_state_dict(state), zero_init_output=False))
+        result = student.model.load_state_dict(state, strict=False)  # a shape mismatch raises
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"official vat file: missing {missing}, unexpected {list(result.unexpected_keys)}")
+        return student

@@ -1,34 +1,176 @@
-"""Stage 1 over a list of persons: prompt, answer, Grad-CAM, and write a pseudo-label folder (resumable).
+"""Stage 1 (`make gradcam`): prompt, answer, Grad-CAM for every person of a split, written as a pseudo-label folder.
 
-``gradcam_pseudolabels`` is what ``make gradcam`` runs on each process; ``pipelines/gradcam.py`` adds config,
-process splitting (accelerate) and finalisation around it.
+:func:`annotate_split` is the stage: it claims ``<out_root>/pseudo/gradcam-<split>/`` for one request
+(gcdr.stage_output.StageOutput, see :func:`gradcam_request`), splits the persons over the processes of an
+``accelerate launch`` / ``torchrun`` job (each writes its own shard ``rank<i>``), runs
+:func:`gradcam_pseudolabels` on each, and the main process merges the manifest (gcdr.pseudolabels.finalize).
+The same request resumes (persons already in the folder are skipped) or, once done, does nothing; another
+request (other persons, model, question, Grad-CAM settings ...) is refused with one line, ``--restart``
+replaces it. The folder is final once summary.json is written and provenance.json says "done" (what refine
+checks); a run in which no person got a valid map ends with :class:`NoValidPersonError`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from gcdr import paths
+from gcdr.config import RunConfig
+from gcdr.data import load_samples
 from gcdr.data.sample import PersonSample
+from gcdr.errors import UserError
+from gcdr.fingerprints import file_sha256, json_sha256, samples_fingerprint
 from gcdr.heatmaps import HEATMAP_SIZE, normalize_heatmap
+from gcdr.provenance import PROVENANCE_FILE
 from gcdr.pseudolabels import (
     PseudoLabel,
     PseudoLabelWriter,
+    finalize,
     invalid_reason,
     resize_to_64,
 )
-from gcdr.vqa.blip import VqaConfig
-from gcdr.vqa.gradcam import CamResult, VqaGradcam
+from gcdr.stage_output import StageOutput
+from gcdr.vqa.blip import VqaConfig, load_vqa, pick_device
+from gcdr.vqa.gradcam import CROSS_ATTENTION, CamResult, GradcamConfig, VqaGradcam
+from gcdr.vqa.keynoun import spacy_available
 from gcdr.vqa.preview import cam_overlay
 from gcdr.vqa.prompt import person_prompt
 
 log = logging.getLogger(__name__)
 IMAGE_ERROR = "image_error"
+
+STAGE = "gradcam"
+# files of a local VQA model directory that say how it was made, not what it computes
+MODEL_RECORDS = (PROVENANCE_FILE, "metrics.json")
+
+
+class NoValidPersonError(UserError, RuntimeError):
+    """Stage 1 ended without a single valid map (or had no person to explain); the message is one line."""
+
+
+# ------------------------------------------------------------------------------------------- the stage
+def annotate_split(cfg: RunConfig, *, limit: int | None = None, per_person: bool = False, progress: bool = True,
+                   restart: bool = False) -> dict[str, Any]:
+    """Stage 1 for ``gradcam.split`` of ``cfg`` (see the module docstring); returns the folder summary
+    (main process; {} on the others).
+
+    limit: only the first N persons of the split; per_person: one person per forward/backward (the reference
+    path); restart: empty the output folder first.
+    """
+    vqa_cfg, cam_cfg = cfg.vqa, cfg.gradcam
+    # on a machine without GPUs, several processes (accelerate launch / torchrun) still split the work (gloo)
+    state = PartialState(cpu=vqa_cfg.device == "cpu" or not torch.cuda.is_available())
+    out_dir = paths.gradcam_dir(cfg, cam_cfg.split)
+    samples = load_samples(cfg, cam_cfg.split)[:limit]
+    if not samples:
+        raise NoValidPersonError(f"split {cam_cfg.split!r} of {cfg.dataset.root} has no persons "
+                                 f"(limit {limit}); nothing to explain")
+    device = state.device if vqa_cfg.device == "auto" else vqa_cfg.device
+    request = gradcam_request(samples, vqa_cfg, cam_cfg, per_person=per_person, processes=state.num_processes,
+                              half_precision=vqa_cfg.half_precision and pick_device(device).type == "cuda")
+    details = dict(model=vqa_cfg.model, method=cam_cfg.method, layer=cam_cfg.layer, target=cam_cfg.target,
+                   question=vqa_cfg.question, split=cam_cfg.split, persons=len(samples))
+    # the main process claims the folder (lock, request) for all processes; the others wait for it
+    with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart,
+                     main_process=state.is_main_process) as output:
+        state.wait_for_everyone()  # claimed (or emptied by --restart) before any process reads it
+        # the same answer on every process: the main one only writes "running" (atomically) when it is not done
+        if output.done():
+            log.info("%s: done for this request, nothing to do", out_dir)
+            return output.provenance().get("summary", {}) if state.is_main_process else {}
+        output.start(**details)
+        state.wait_for_everyone()
+
+        vqa = load_vqa(vqa_cfg.model, device, vqa_cfg.half_precision)
+        explainer = VqaGradcam(vqa, cam_cfg, vqa_cfg)
+        shard = samples[state.process_index:: state.num_processes]
+        previews = None if cam_cfg.previews < 0 else math.ceil(cam_cfg.previews / state.num_processes)
+        log.info("rank %d/%d: %d of %d persons of split %s -> %s (%s, layer %d, grid %s)", state.process_index,
+                 state.num_processes, len(shard), len(samples), cam_cfg.split, out_dir, cam_cfg.method,
+                 cam_cfg.layer, vqa.patch_grid_hw)
+        with PseudoLabelWriter(out_dir, shard=f"rank{state.process_index}", chunk_size=128,
+                               max_previews=previews) as writer:
+            stats = gradcam_pseudolabels(shard, explainer, writer, vqa_cfg, per_person=per_person,
+                                         on_error=cfg.dataset.on_error, progress=progress and state.is_main_process)
+        log.info("rank %d: %d persons in %.1f s (%.2f persons/s), %d valid, %d already done, %d unreadable images",
+                 state.process_index, stats.persons, stats.seconds, stats.persons / max(stats.seconds, 1e-9),
+                 stats.valid, stats.skipped_done, stats.image_errors)
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return {}
+        summary = finalize(out_dir, expected_ids=[s.sample_id for s in samples])
+        if not summary["valid"]:  # left "running": refine refuses it, a rerun says this again
+            raise NoValidPersonError(f"none of the {summary['persons']} persons of split {cam_cfg.split!r} got a "
+                                     f"valid Grad-CAM map ({summary['invalid_reasons']}); check vqa.model "
+                                     f"({vqa_cfg.model}), vqa.question and the images; the maps are in {out_dir}")
+        output.finish(summary=summary, grid_hw=list(vqa.patch_grid_hw), device=str(vqa.device),
+                      dtype=str(vqa.dtype), per_person=per_person, **details)
+        log.info("gradcam folder %s: %s", out_dir, summary)
+    return summary
+
+
+def gradcam_request(samples: Sequence[PersonSample], vqa_cfg: VqaConfig, cam_cfg: GradcamConfig, *,
+                    per_person: bool, processes: int, half_precision: bool) -> dict[str, Any]:
+    """What defines stage 1's maps (gcdr.stage_output): the persons, the VQA model and its prompt, the Grad-CAM
+    settings, and what decides which persons share a forward pass (batch size, processes: batched maps equal
+    one-by-one maps only up to float error, which can flip a greedy answer). Settings that do not apply to
+    ``cam_cfg.method`` are left out; previews, progress and output paths are not part of it.
+
+    half_precision: whether the model really runs in float16 (only on a GPU).
+    """
+    cam = {"method": cam_cfg.method, "layer": cam_cfg.layer, "target": cam_cfg.target,
+           "subtoken": cam_cfg.subtoken, "tagger": resolved_tagger(cam_cfg.tagger),
+           "batch_size": 1 if per_person else cam_cfg.batch_size}
+    if cam_cfg.method == CROSS_ATTENTION:
+        cam["query"] = cam_cfg.query
+    else:
+        cam["vision_module"] = cam_cfg.vision_module
+    return {
+        "split": cam_cfg.split,
+        "persons": len(samples),
+        "persons_fingerprint": samples_fingerprint(samples),
+        # the green box is the body box when a person has one (vqa.mark); samples_fingerprint leaves it out
+        "body_boxes_fingerprint": json_sha256([s.body_box_xyxy_px for s in samples]),
+        "vqa": {**vqa_model_identity(vqa_cfg.model), "question": vqa_cfg.question,
+                "fallback_question": vqa_cfg.fallback_question, "mark": vqa_cfg.mark,
+                "max_answer_tokens": vqa_cfg.max_answer_tokens, "num_beams": vqa_cfg.num_beams,
+                "half_precision": half_precision},
+        "gradcam": cam,
+        "processes": processes,
+    }
+
+
+def vqa_model_identity(model: str) -> dict[str, str]:
+    """A hub id as it is; a local directory by its resolved path and the sha256 of what it computes with
+    (weights, configs, tokenizer; not its provenance or metrics), so a retrained stand-in is another model."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return {"model": model}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.name not in MODEL_RECORDS)
+    return {"model": str(folder.resolve()),
+            "model_sha256": json_sha256({p.relative_to(folder).as_posix(): file_sha256(p) for p in files})}
+
+
+def resolved_tagger(tagger: str) -> str:
+    """``auto`` is spaCy where it is installed, else the lexical rules: the request records which one ran."""
+    if tagger != "auto":
+        return tagger
+    return "spacy" if spacy_available() else "lexical"
+
+
+# ------------------------------------------------------------------------------------ one process's persons
 
 
 @dataclass

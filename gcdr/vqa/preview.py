@@ -1,11 +1,18 @@
-"""Inspection overlays: the image the VQA model saw (with the green box), its answer, and the Grad-CAM on top."""
+"""Inspection overlays: the image the VQA model saw (with the green box), its answer, and the Grad-CAM on top;
+and a pseudo-label before and after refinement, side by side."""
 
 from __future__ import annotations
+
+import logging
 
 import cv2
 import numpy as np
 
+from gcdr.data.images import ImageReadError, load_image_rgb
+from gcdr.data.sample import PersonSample
 from gcdr.heatmaps import normalize_heatmap
+
+log = logging.getLogger(__name__)
 
 
 def cam_overlay(image_rgb: np.ndarray, raw_map: np.ndarray | None, caption: str, max_side: int = 512,
@@ -27,3 +34,24 @@ def cam_overlay(image_rgb: np.ndarray, raw_map: np.ndarray | None, caption: str,
     strip = np.zeros((22, image.shape[1], 3), np.uint8)
     cv2.putText(strip, caption[:80], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return np.ascontiguousarray(np.concatenate([strip, image], axis=0))
+
+
+def before_after_preview(sample: PersonSample, source_64: np.ndarray, result_64: np.ndarray,
+                         title: str) -> np.ndarray | None:
+    """[source overlay | result overlay] [h', 2 w', 3] of two 64x64 maps of one person (e.g. Grad-CAM and its
+    refinement) with the head box (green) and any ground-truth point (white); None when the image is unreadable."""
+    try:
+        image = load_image_rgb(sample.image_path)
+    except ImageReadError as error:
+        log.warning("no preview for %s: %s", sample.sample_id, error)
+        return None
+    image = image.copy()
+    x1, y1, x2, y2 = (int(round(v)) for v in sample.head_box_xyxy_px)
+    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
+    height, width = image.shape[:2]
+    for gx, gy in np.asarray(sample.gaze_points_norm, np.float32).reshape(-1, 2):
+        if gx >= 0 and gy >= 0 and sample.inout == 1:
+            cv2.circle(image, (int(gx * width), int(gy * height)), 4, (255, 255, 255), -1)
+    panels = [cam_overlay(image, source_64, "source (Grad-CAM)", max_side=320),
+              cam_overlay(image, result_64, title, max_side=320)]
+    return np.concatenate(panels, axis=1)

@@ -27,19 +27,16 @@ from torch.utils.data import default_collate
 
 from gcdr.data import images, load_samples
 from gcdr.data.dataset import GazeDataset
+from gcdr.students.config import StudentConfig, student_config
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
-from gcdr.students.training import (
-    BatchStudent,
-    StudentConfig,
-    build_student,
-    model_config,
-    student_config,
-    student_loss,
-)
+from gcdr.students.registry import STUDENTS, student_from_config
+from gcdr.students.training import student_loss
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("vat", "gazelle", "gazelle_cached")
+CACHED = "_cached"  # variant suffix: the student on cached backbone features
+# every registered student, and "<name>_cached" for those with a frozen backbone: vat, gazelle, gazelle_cached
+VARIANTS = tuple(STUDENTS) + tuple(name + CACHED for name, cls in STUDENTS.items() if cls.feature_cache)
 
 
 def _timed(fn, *args):
@@ -50,19 +47,17 @@ def _timed(fn, *args):
 
 def _benchmark_variant(variant: str, samples: Sequence, student: StudentConfig, out_root: Path, steps: int,
                        warmup: int, device: torch.device) -> dict[str, Any]:
-    student = dataclasses.replace(student, model="vat" if variant == "vat" else "gazelle")
+    cached = variant.endswith(CACHED)
+    student = dataclasses.replace(student, model=variant.removesuffix(CACHED))
     torch.manual_seed(student.seed)
-    model = build_student(model_config(student, out_root)).to(device)
-    runner = BatchStudent(model).train()
+    model = student_from_config(student, out_root).to(device).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=student.learning_rate)
     n_needed = (steps + warmup) * student.batch_size
     samples = [samples[i % len(samples)] for i in range(n_needed)]
-    dataset = GazeDataset(samples, train=variant != "gazelle_cached", style=student.style,
-                          labeled=True, scene_size=student.scene_size)
-    result: dict[str, Any] = {"batch_size": student.batch_size, "steps": steps,
-                              "model": model_config(student, out_root)}
-    if variant == "gazelle_cached":
-        cache = FeatureCache(out_root / "cache" / "bench", result["model"]["backbone"], student.scene_size)
+    dataset = GazeDataset(samples, train=not cached, style=model.style, labeled=True, scene_size=model.input_size)
+    result: dict[str, Any] = {"batch_size": student.batch_size, "steps": steps, "model": model.model_config()}
+    if cached:
+        cache = FeatureCache(out_root / "cache" / "bench", result["model"]["backbone"], model.input_size)
         start = time.perf_counter()
         dataset = CachedFeatureDataset.build(dataset, model.backbone, cache, train=True, device=device,
                                              batch_size=student.batch_size, progress=False)
@@ -71,18 +66,18 @@ def _benchmark_variant(variant: str, samples: Sequence, student: StudentConfig, 
     for step in range(steps + warmup):
         indices = range(step * student.batch_size, (step + 1) * student.batch_size)
         decode_time = 0.0
-        if variant != "gazelle_cached":
+        if not cached:
             for i in indices:
                 decode_time += _timed(images.load_image_rgb, samples[i].image_path)[1]
         items, item_time = _timed(lambda rows: [dataset[i] for i in rows], indices)
         batch = {k: v.to(device) for k, v in default_collate(items).items()}
         backbone_time = 0.0
-        if variant == "gazelle":  # time the backbone apart, then feed its output like the cache does
+        if model.feature_cache and not cached:  # time the frozen backbone apart, then feed its output as the cache does
             with torch.no_grad():
                 batch["features"], backbone_time = _timed(model.backbone, batch.pop("scene"))
                 _sync(device)
         start = time.perf_counter()
-        loss, _ = student_loss(runner, batch, student)
+        loss, _ = student_loss(model, batch, student)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -135,7 +130,8 @@ def benchmark_students(cfg: dict[str, Any], *, variants: Sequence[str] = VARIANT
             results[variant] = _benchmark_variant(variant, samples, student, root, steps, warmup, dev)
             log.info("%s: %.1f samples/s, ms/sample %s", variant, results[variant]["samples_per_s"],
                      results[variant]["ms_per_sample"])
-    if "gazelle" in results and "gazelle_cached" in results:
-        results["cache_speedup"] = round(results["gazelle_cached"]["samples_per_s"]
-                                         / results["gazelle"]["samples_per_s"], 2)
+    for name in STUDENTS:
+        if name in results and name + CACHED in results:
+            results["cache_speedup"] = round(results[name + CACHED]["samples_per_s"]
+                                             / results[name]["samples_per_s"], 2)
     return results

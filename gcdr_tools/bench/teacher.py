@@ -17,7 +17,6 @@ from gcdr.teacher.diffusion import (
     make_train_scheduler,
     noise_for_samples,
     refine_heatmaps,
-    training_inputs,
 )
 from gcdr.teacher.model import GazeDiffusionTeacher, TeacherModelConfig
 
@@ -88,13 +87,14 @@ def benchmark_refine(configs: dict[str, TeacherModelConfig] | Sequence[str] | No
 
 def benchmark_training_step(config: TeacherModelConfig | str, batch_size: int = 16, steps: int = 3,
                             device: str = "cpu", seed: int = 0) -> dict:
-    """Samples / second of one supervised teacher step (noising + encoder + U-Net + backward + Adam).
+    """Samples / second of one supervised teacher step (noising + encoder + U-Net + backward + Adam), the step
+    training runs (gcdr.teacher.training.training_step).
 
     config: a teacher config or a name from ``default_benchmark_configs`` ("tiny", "resnet50").
     Random weights and inputs; one untimed warm-up step, then ``steps`` timed steps of ``batch_size``
     samples. Returns {"batch_size", "samples_per_s"}.
     """
-    from gcdr.students.vat import heatmap_mse_loss
+    from gcdr.teacher.training import training_step
 
     if isinstance(config, str):
         config = _named_configs([config])[config]
@@ -105,15 +105,13 @@ def benchmark_training_step(config: TeacherModelConfig | str, batch_size: int = 
     scene, face = torch.randn(2, batch_size, 3, 224, 224, device=device)  # [B, 3, 224, 224] each
     head = torch.zeros(batch_size, 1, 224, 224, device=device)
     head[:, :, 40:90, 60:110] = 1.0
-    target = torch.rand(batch_size, 64, 64, device=device)
+    batch = {"scene": scene, "head_channel": head, "face": face,
+             "target_heatmap_64": torch.rand(batch_size, 64, 64, device=device),  # [B, 64, 64]
+             "has_target": torch.ones(batch_size, dtype=torch.bool, device=device)}
     timings = []
     for _ in range(steps + 1):  # the first step warms up
         start = time.perf_counter()
-        x_in, timesteps = training_inputs(scheduler, target, config.scale)
-        loss = heatmap_mse_loss(model(x_in, timesteps, scene, head, face).squeeze(1), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, batch, scheduler, config.scale)
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)

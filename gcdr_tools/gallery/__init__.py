@@ -20,11 +20,15 @@ top-left corner, no half-pixel offset); a person's error is its L2 distance to t
 points (GazeFollow's avg L2), min L2 the distance to the nearest point. Errors exist only for persons with an
 in-frame ground truth and a valid heatmap.
 
-Modules: config (InspectConfig), persons (who is shown, errors, orders), tiles (thumbnails), summary
-(numbers), page (index.html), contact_sheet, build (build_gallery).
+Persons are named (head-box file stem, VAT person, else "person N" left to right in the image) and drawn in one
+colour per name with a label (name · key noun), the other persons of the image thinly in theirs. A dataset
+without gaze labels (head-box files) gives a gallery without ground truth, metric columns or orders by error.
+
+Modules: config (InspectConfig), persons (who is shown, names, errors, orders), tiles (thumbnails), summary
+(numbers), page (index.html), contact_sheet, build (build_gallery, inspect_from_config).
 """
 
-from gcdr_tools.gallery.build import build_gallery
+from gcdr_tools.gallery.build import build_gallery, inspect_from_config
 from gcdr_tools.gallery.config import InspectConfig
 from gcdr_tools.gallery.persons import (
     GROUND_TRUTH_SPLITS,
@@ -40,5 +44,5 @@ from gcdr_tools.gallery.persons import (
 
 __all__ = [
     "GROUND_TRUTH_SPLITS", "SORT_ORDERS", "GalleryColumn", "GalleryPerson", "InspectConfig", "build_gallery",
-    "collect_persons", "ground_truth_samples", "open_columns", "page_orders", "sort_persons",
+    "collect_persons", "ground_truth_samples", "inspect_from_config", "open_columns", "page_orders", "sort_persons",
 ]

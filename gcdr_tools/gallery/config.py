@@ -11,7 +11,7 @@ class InspectConfig:
 
     max_persons: int = 2000  # show a seeded random sample of at most this many persons; 0 = all
     seed: int = 0  # of that sample and of the "random" order
-    thumb_px: int = 192  # longer side of each tile, pixels
+    thumb_px: int = 320  # longer side of each tile, pixels (a 1920x1080 frame: 320x180, head boxes stay visible)
     jpeg_quality: int = 85
     per_page: int = 200  # persons per page of the HTML grid (changeable in the page)
     contact_sheet_persons: int = 48  # the first K persons of the chosen order go on the contact sheet

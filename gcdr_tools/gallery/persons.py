@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gcdr.data.sample import IN_FRAME, INOUT_UNKNOWN, PersonSample
+from gcdr.errors import UserError
 from gcdr.heatmaps import argmax_point_norm
 from gcdr.pseudolabels import PseudoLabelFolder
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SORT_ORDERS = ("worst", "best", "id", "invalid", "random")  # orders of the first column (config, CLI)
 COMPARISON_ORDERS = ("gain", "loss")  # L2(first column) - L2(column), for a column other than the first
+ERROR_ORDERS = ("worst", "best", *COMPARISON_ORDERS)  # need a gaze label: absent when no person has one
 GROUND_TRUTH_SPLITS = ("unlabeled", "labeled", "test", "train")
 
 
@@ -31,6 +33,15 @@ class GalleryColumn:
     name: str
     folder: Path
     labels: PseudoLabelFolder
+
+
+@dataclass(frozen=True)
+class PersonInImage:
+    """Another person of the same image, drawn thinly in its own colour on a person's tiles."""
+
+    name: str
+    colour_index: int
+    head_box_xyxy_px: tuple[float, float, float, float]
 
 
 @dataclass
@@ -56,6 +67,15 @@ class GalleryPerson:
     thumbs: list[str] = field(default_factory=list)  # paths relative to the gallery: image, then columns
     tile_wh: tuple[int, int] = (0, 0)
     image_error: str = ""
+    name: str = ""  # who in the image: "person1" (head-box file stem), a VAT track's person, else "person N"
+    colour_index: int = 0  # one colour per name (tiles.person_rgb), the same in every image
+    others: list[PersonInImage] = field(default_factory=list)  # the other persons of the same image
+
+    @property
+    def label(self) -> str:
+        """What the tiles write beside the head box: the name and the key noun (or a short answer)."""
+        said = self.key_noun or (self.answer if len(self.answer) <= 24 else self.answer[:23] + "…")
+        return f"{self.name} · {said}" if said else self.name
 
     @property
     def has_target(self) -> bool:
@@ -85,6 +105,10 @@ def open_columns(folders: Sequence[str | os.PathLike]) -> list[GalleryColumn]:
             name = f"{path.resolve().parent.name}/{name}"
         if name in {c.name for c in columns}:
             name = f"{name} ({i + 1})"
+        if not (path / "parts").is_dir():
+            what = "does not exist" if not path.exists() else "is not a pseudo-label folder (no parts/)"
+            raise UserError(f"pseudo-label folder {path} {what}; make one with `make gradcam` (Grad-CAM maps) "
+                            "or `make refine` (refined maps)")
         columns.append(GalleryColumn(name=name, folder=path, labels=PseudoLabelFolder(path)))
     return columns
 
@@ -152,7 +176,50 @@ def collect_persons(columns: Sequence[GalleryColumn], sample_ids: Sequence[str],
             person.min_l2.append(min_l2)
             person.auc.append(None)
         persons.append(person)
+    name_persons(persons, columns[0])
     return persons
+
+
+def _name_from_id(sample_id: str, image_path: str) -> str:
+    """The person's name when the sample id carries one, else ""."""
+    image_name = Path(image_path).name
+    head, sep, tail = sample_id.rpartition("|")
+    if sep and tail and Path(head).name == image_name:
+        return tail  # head-box files: "<frame>|<head-box file stem>"
+    parts = sample_id.split("/")
+    if len(parts) >= 2 and parts[-1] == image_name:
+        return parts[-2]  # VideoAttentionTarget: "<show>/<clip>/<person>/<frame>"
+    return ""
+
+
+def name_persons(persons: Sequence[GalleryPerson], first: GalleryColumn) -> None:
+    """Fill ``name``, ``colour_index`` and ``others`` of each person, from the first folder's manifest (every
+    person of an image, shown or not). Names come from the sample ids (head-box file stems, VAT persons);
+    persons whose ids name nobody (GazeFollow) are "person 1", "person 2", ... from left to right in their
+    image. Colours follow the sorted names, so "person1" has one colour in every image."""
+    manifest = first.labels.manifest
+    ids = manifest["sample_id"].astype(str).tolist()
+    images = manifest["image_path"].astype(str).tolist()
+    boxes = manifest[["head_x1_px", "head_y1_px", "head_x2_px", "head_y2_px"]].to_numpy(np.float64)  # [N, 4]
+    rows_of_image: dict[str, list[int]] = {}
+    for row, image_path in enumerate(images):
+        rows_of_image.setdefault(image_path, []).append(row)
+    names: dict[str, str] = {}
+    for image_path, rows in rows_of_image.items():
+        rows.sort(key=lambda r: (np.nan_to_num(boxes[r, 0], nan=np.inf), ids[r]))  # left to right
+        for rank, row in enumerate(rows, start=1):
+            names[ids[row]] = _name_from_id(ids[row], image_path) or f"person {rank}"
+    colour_of = {name: i for i, name in enumerate(sorted(set(names.values())))}
+    row_of = {sample_id: row for row, sample_id in enumerate(ids)}
+    for person in persons:
+        person.name = names.get(person.sample_id, "")
+        person.colour_index = colour_of.get(person.name, 0)
+        row = row_of.get(person.sample_id)
+        person.others = []
+        for other in rows_of_image.get(images[row], []) if row is not None else []:
+            box = _box_or_none(boxes[other].tolist())
+            if ids[other] != person.sample_id and box is not None:
+                person.others.append(PersonInImage(names[ids[other]], colour_of[names[ids[other]]], box))
 
 
 def sample_person_ids(sample_ids: Sequence[str], max_persons: int, seed: int) -> tuple[list[str], dict[str, int]]:
@@ -253,14 +320,14 @@ class PageOrder:
     column: int = 0
 
 
-def page_orders(column_names: Sequence[str]) -> list[PageOrder]:
-    """The sort menu of the page: per column worst / best, per later column gain / loss against the first,
-    then invalid, id, random."""
+def page_orders(column_names: Sequence[str], labelled: bool = True) -> list[PageOrder]:
+    """The sort menu of the page: per column worst / best, per later column gain / loss against the first
+    (only when some person has a gaze label: ``labelled``), then invalid, id, random."""
     orders = []
-    for i, name in enumerate(column_names):
+    for i, name in enumerate(column_names if labelled else []):
         orders.append(PageOrder(f"worst:{i}", f"L2, worst first \u2014 {name}", "worst", i))
         orders.append(PageOrder(f"best:{i}", f"L2, best first \u2014 {name}", "best", i))
-    for i, name in enumerate(column_names[1:], start=1):
+    for i, name in enumerate(column_names[1:] if labelled else [], start=1):
         orders.append(PageOrder(f"gain:{i}", f"most improved by {name} vs {column_names[0]}", "gain", i))
         orders.append(PageOrder(f"loss:{i}", f"most worsened by {name} vs {column_names[0]}", "loss", i))
     orders.append(PageOrder("invalid", "invalid first (by reason)", "invalid"))

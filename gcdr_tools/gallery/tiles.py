@@ -3,6 +3,7 @@ column, drawn at thumbnail size and written once as JPEGs under ``thumbs/`` (key
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from tqdm import tqdm
 
 from gcdr.atomic import atomic_path
@@ -21,14 +22,38 @@ from gcdr_tools.gallery.persons import GalleryColumn, GalleryPerson
 
 log = logging.getLogger(__name__)
 
-TILE_STYLE_VERSION = 1  # bump when tile drawing changes: every thumbnail key changes with it
+TILE_STYLE_VERSION = 2  # bump when tile drawing changes: every thumbnail key changes with it
 
-# marker colours, RGB (the HTML legend uses the same values)
-HEAD_BOX_RGB = (57, 255, 20)
+# marker colours, RGB (the HTML legend and the contact sheet use the same values)
+HEAD_BOX_RGB = (57, 255, 20)  # the first person's colour
 BODY_BOX_RGB = (0, 200, 255)
 GT_POINT_RGB = (255, 255, 255)
 PREDICTION_RGB = (255, 0, 200)
 INVALID_RGB = (230, 40, 40)
+# one colour per person name, bright enough for black label text and apart from the argmax magenta
+PERSON_PALETTE_RGB = (HEAD_BOX_RGB, (255, 170, 0), (80, 180, 255), (255, 240, 60), (190, 140, 255),
+                      (255, 110, 110), (0, 230, 190), (200, 200, 200))
+
+
+def person_rgb(colour_index: int) -> tuple[int, int, int]:
+    """The colour of a person (``GalleryPerson.colour_index``), RGB; the palette repeats after 8 names."""
+    return PERSON_PALETTE_RGB[colour_index % len(PERSON_PALETTE_RGB)]
+
+
+@functools.lru_cache(maxsize=16)
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (matplotlib's) at ``size`` pixels, else PIL's default font."""
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except (ImportError, OSError, ValueError):
+        return ImageFont.load_default()
+
+
+# full-resolution colour (no 4:2:0 chroma subsampling), else the 1-pixel boxes of other persons lose their colour
+JPEG_PARAMS = ([cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+               if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444") else [])
 
 
 def colormap_lut(name: str) -> np.ndarray:
@@ -42,8 +67,9 @@ class TileRenderer:
     """Draws one person's tiles at thumbnail size: decoded images are reduced while decoding (JPEG DCT
     scaling) and the last few kept, since persons of one image follow each other."""
 
-    def __init__(self, thumb_px: int = 192, colormap: str = "turbo", cache_images: int = 8):
+    def __init__(self, thumb_px: int = 320, colormap: str = "turbo", cache_images: int = 8):
         self.thumb_px = int(thumb_px)
+        self.font = label_font(max(10, round(self.thumb_px / 28)))
         self.lut = colormap_lut(colormap)  # [256, 3]
         self._cache: OrderedDict[str, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
         self._cache_size = cache_images
@@ -89,6 +115,25 @@ def _draw_box(tile: np.ndarray, box_px: Sequence[float], scale_xy: tuple[float, 
     cv2.rectangle(tile, _scaled(box_px[:2], scale_xy), _scaled(box_px[2:], scale_xy), rgb, thickness, cv2.LINE_AA)
 
 
+def _draw_label(tile: np.ndarray, texts: Sequence[str], box_px: Sequence[float], scale_xy: tuple[float, float],
+                rgb: tuple[int, int, int], font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
+    """The first of ``texts`` that fits the tile's width (else the last one) in black on a tag of the person's
+    colour, above the head box (below it at the top edge), kept inside the tile."""
+    height, width = tile.shape[:2]
+    image = Image.fromarray(tile)
+    draw = ImageDraw.Draw(image)
+    text = next((t for t in texts if draw.textlength(t, font=font) + 6 <= width), texts[-1])
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tag_w, tag_h = min(width, right - left + 6), bottom - top + 4
+    x1, y1 = _scaled(box_px[:2], scale_xy)
+    _, y2 = _scaled(box_px[2:], scale_xy)
+    x = min(max(0, x1 - 1), max(0, width - tag_w))
+    y = y1 - 1 - tag_h if y1 - 1 - tag_h >= 0 else min(y2 + 2, height - tag_h)
+    draw.rectangle((x, y, x + tag_w - 1, y + tag_h - 1), fill=rgb, outline=(0, 0, 0))
+    draw.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
+    tile[:] = np.asarray(image)
+
+
 def _draw_ground_truth(tile: np.ndarray, points_norm: np.ndarray, line_from: tuple[int, int] | None) -> None:
     h, w = tile.shape[:2]
     mean = points_norm.mean(axis=0)
@@ -122,10 +167,11 @@ def _mark_invalid(tile: np.ndarray) -> np.ndarray:
 
 def render_person_tiles(renderer: TileRenderer, person: GalleryPerson,
                         heatmaps_64: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-    """The person's tiles, [h, w, 3] uint8 RGB each: the image with head box (green), body box (cyan),
-    ground-truth points (white dots, ring = mean) and the head-to-GT gaze line; then per column the heatmap
-    overlay with the head box, GT points and the argmax (magenta cross); invalid / missing tiles greyed
-    with a red frame. An unreadable image gives grey tiles (the caller decides whether that is an error).
+    """The person's tiles, [h, w, 3] uint8 RGB each: the image with the person's head box and label
+    (``person.label``) in the person's colour, the other persons of the image thinly in theirs, body box
+    (cyan), ground-truth points (white dots, ring = mean) and the head-to-GT gaze line; then per column the
+    heatmap overlay with the same boxes, GT points and the argmax (magenta cross); invalid / missing tiles
+    greyed with a red frame. An unreadable image gives grey tiles (the caller decides whether that is an error).
     """
     try:
         thumb, (width, height) = renderer.base_image(person.image_path)
@@ -142,10 +188,15 @@ def render_person_tiles(renderer: TileRenderer, person: GalleryPerson,
         head_centre = _scaled(((x1 + x2) / 2, (y1 + y2) / 2), scale_xy)
 
     def annotate(tile: np.ndarray, gaze_line: bool) -> np.ndarray:
+        for other in person.others:
+            _draw_box(tile, other.head_box_xyxy_px, scale_xy, person_rgb(other.colour_index), 1)
         if person.body_box_xyxy_px is not None:
             _draw_box(tile, person.body_box_xyxy_px, scale_xy, BODY_BOX_RGB, 1)
         if person.head_box_xyxy_px is not None:
-            _draw_box(tile, person.head_box_xyxy_px, scale_xy, HEAD_BOX_RGB, 2)
+            _draw_box(tile, person.head_box_xyxy_px, scale_xy, person_rgb(person.colour_index), 2)
+            if person.name:
+                _draw_label(tile, [person.label, person.name], person.head_box_xyxy_px, scale_xy,
+                            person_rgb(person.colour_index), renderer.font)
         if person.has_target:
             _draw_ground_truth(tile, person.gaze_points_norm, head_centre if gaze_line else None)
         return tile
@@ -165,7 +216,8 @@ def render_person_tiles(renderer: TileRenderer, person: GalleryPerson,
 def _tile_key(person: GalleryPerson, settings: str, heatmap: np.ndarray | None, valid: bool | None) -> str:
     digest = hashlib.sha1()
     digest.update(f"{TILE_STYLE_VERSION}|{settings}|{person.image_path}|{person.head_box_xyxy_px}|"
-                  f"{person.body_box_xyxy_px}|{person.inout}|{valid}".encode())
+                  f"{person.body_box_xyxy_px}|{person.inout}|{valid}|{person.label}|{person.colour_index}|"
+                  f"{person.others}".encode())
     try:
         digest.update(str(os.stat(person.image_path).st_mtime_ns).encode())
     except OSError:
@@ -217,8 +269,8 @@ def write_thumbnails(persons: Sequence[GalleryPerson], columns: Sequence[Gallery
             if path.exists():
                 counts["reused"] += 1
                 continue
-            ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(tile, cv2.COLOR_RGB2BGR),
-                                       [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+            ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(tile, cv2.COLOR_RGB2BGR), JPEG_PARAMS + [
+                cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
             if not ok:
                 raise OSError(f"cannot encode thumbnail {path}")
             with atomic_path(path) as tmp:

@@ -70,20 +70,34 @@
     c.style.setProperty("--tw", String(w)); c.style.setProperty("--th", String(h));
     const hd = el("div", "hd");
     hd.appendChild(el("span", "rank", "#" + (rank + 1)));
+    if (p.name) {
+      const name = el("span", "pname", p.name);
+      name.style.background = p.colour;
+      hd.appendChild(name);
+    }
     const sid = el("span", "sid"); sid.appendChild(el("bdi", "", p.id)); sid.title = p.id + "\n" + p.image;
     hd.appendChild(sid);
     if (p.target) hd.appendChild(el("span", "badge gt", "GT"));
     else if (p.inout === 0) hd.appendChild(el("span", "badge oof", "GT out of frame"));
-    else if (!p.gt) hd.appendChild(el("span", "badge", "no GT"));
+    else if (!p.gt && D.labels) hd.appendChild(el("span", "badge", "no GT"));
     if (p.image_error) hd.appendChild(el("span", "badge bad", "image unreadable"));
     c.appendChild(hd);
+    if (p.others.length) {  // the other persons of this image, in their tile colours
+      const others = el("div", "others", "also in this image:");
+      p.others.forEach((o) => {
+        const name = el("span", "pname", o.name);
+        name.style.background = o.colour;
+        others.appendChild(name);
+      });
+      c.appendChild(others);
+    }
     const qa = el("div", "qa");
     qa.appendChild(el("span", "ans", p.answer ? "\u201c" + p.answer + "\u201d" : "(no answer)"));
     if (p.noun) qa.appendChild(el("span", "noun", p.noun));
     qa.title = p.answer + (p.noun ? "  [key noun: " + p.noun + "]" : "");
     c.appendChild(qa);
     const tiles = el("div", "tiles");
-    const gtText = p.target ? "GT" : p.inout === 0 ? "out of frame" : p.gt ? "" : "no GT";
+    const gtText = !D.labels ? "no labels" : p.target ? "GT" : p.inout === 0 ? "out of frame" : p.gt ? "" : "no GT";
     tiles.appendChild(figure(p.thumbs[0], w, h, "image", gtText, "v", p.image_error || p.image));
     C.forEach((col, i) => {
       const value = p.valid[i] ? (p.l2[i] === null ? "valid" : "L2 " + fmt(p.l2[i])) : "invalid: " + p.reason[i];
@@ -128,7 +142,7 @@
     const q = $("search").value.trim().toLowerCase();
     const order = orders.find((x) => x.key === $("sort").value).index;
     view = order.map((i) => P[i])
-      .filter((p) => f(p) && (!q || (p.id + " " + p.answer + " " + p.noun).toLowerCase().includes(q)));
+      .filter((p) => f(p) && (!q || (p.id + " " + p.name + " " + p.answer + " " + p.noun).toLowerCase().includes(q)));
     page = 0;
     render();
   }
