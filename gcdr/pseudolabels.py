@@ -514,6 +514,10 @@ def read_manifest(folder: str | Path, merged: bool = True, checksums: bool = Tru
 SUMMARY_FILE = "summary.json"
 
 
+class MissingFolderError(PseudoLabelFolderError, FileNotFoundError):
+    """The folder does not exist or holds no pseudo-labels; the message names the command that makes one."""
+
+
 class IncompleteFolderError(PseudoLabelFolderError):
     """A pseudo-label folder that is not final (its stage did not finish) or lacks persons a stage needs."""
 
@@ -646,7 +650,9 @@ class PseudoLabelFolder:
     def __init__(self, folder: str | Path, checksums: bool = True):
         self.folder = Path(folder)
         if not (self.folder / "parts").is_dir():
-            raise FileNotFoundError(f"not a pseudo-label folder (no parts/): {self.folder}")
+            what = "does not exist" if not self.folder.exists() else "is not a pseudo-label folder (no parts/)"
+            raise MissingFolderError(f"{self.folder} {what}; make it first: `make gradcam` writes Grad-CAM folders, "
+                                     "`make refine` refined ones (with the same SPLIT / RATIO / SEED / OUT)")
         self.manifest = read_manifest(self.folder, checksums=checksums)
         self.manifest = self.manifest.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
         self._index = {sid: i for i, sid in enumerate(self.manifest["sample_id"])}

@@ -3,7 +3,7 @@
     make predict CKPT=<student file> IMAGES=<image folder> HEADS=<head-box file(s) or folder>
 
 Head-box files: one per person, rows ``<frame file>,<left>,<top>,<right>,<bottom>`` in pixels
-(gcdr.data.headboxes; e.g. /work/shared/data/vat-demo/person1.txt). Writes to --out (default
+(gcdr.data.headboxes; e.g. ../shared/data/vat-demo/person1.txt). Writes to --out (default
 ``<out_root>/predict/<checkpoint parent>-<stem>/``): one PNG per image (heatmap overlay of every person, head
 boxes, a line from each head to its predicted gaze point) and ``predictions.csv`` (sample_id, image, person,
 x_norm, y_norm, inout score). The work: gcdr/students/prediction.py.

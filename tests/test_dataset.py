@@ -15,7 +15,7 @@ from gcdr.data.sample import IN_FRAME, INOUT_UNKNOWN, OUT_OF_FRAME, PersonSample
 from gcdr.data.transforms import AugmentConfig, enlarge_head_box, gaussian_heatmap_64, head_channel
 from gcdr.pseudolabels import PseudoLabel, PseudoLabelFolder, PseudoLabelWriter, finalize
 
-VAT_DEMO = Path("/work/shared/data/vat-demo")
+VAT_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "vat-demo"
 HEAD_BOX = (60.0, 40.0, 100.0, 90.0)
 GAZE = (0.7, 0.6)
 

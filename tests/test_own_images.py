@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import pandas as pd
 import pytest
 import torch
 
@@ -79,7 +81,12 @@ def test_own_frames_give_gradcam_refined_predictions_and_a_gallery(models, tmp_p
     result = make("predict", CKPT=str(models["student"]), IMAGES=str(frames), HEADS=heads, OUT=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = list(tmp_path.glob("**/predictions.csv"))
-    assert len(predictions) == 1 and len(predictions[0].read_text().strip().splitlines()) == 1 + len(expected)
+    assert len(predictions) == 1
+    table = pd.read_csv(predictions[0])
+    assert set(table["sample_id"]) == expected
+    assert table["inout"].between(0, 1).all()  # a probability (VAT emits a logit: the sigmoid is applied)
+    picture = cv2.imread(str(predictions[0].parent / "00002575.png"))
+    assert picture.shape[1] == 1920 and picture.shape[0] > 1080  # two persons: a row of per-person panels below
 
     result = make("inspect", **own, PSEUDO=str(tmp_path / "pseudo" / "gradcam-unlabeled"),
                   VS=str(tmp_path / "pseudo" / "gcdr-T100-unlabeled"))

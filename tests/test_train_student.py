@@ -40,7 +40,7 @@ from gcdr.students.training import (
 )
 from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
-VAT_DEMO = Path("/work/shared/data/vat-demo")
+VAT_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "vat-demo"
 TINY_VAT = ["student.model=vat", "student.vat_width=4", "student.vat_input_size=64"]
 TINY_GAZELLE = ["student.model=gazelle", "student.gazelle_backbone=tiny-dinov2", "student.gazelle_input_size=112",
                 "student.gazelle_dim=32", "student.gazelle_layers=1", "student.gazelle_heads=2"]
@@ -366,7 +366,7 @@ def test_evaluation_scores_only_persons_whose_image_was_read(synth, tmp_path, mo
         assert replaced[key] == pytest.approx(clean[key], abs=1e-6), key
 
 
-@pytest.mark.skipif(not VAT_DEMO.is_dir(), reason="needs /work/shared/data/vat-demo")
+@pytest.mark.skipif(not VAT_DEMO.is_dir(), reason="needs ../shared/data/vat-demo")
 def test_predict_draws_every_person_and_grouped_prediction_equals_per_person(synth, tmp_path):
     from gcdr.students.prediction import predict_folder
 

@@ -20,7 +20,7 @@ from gcdr.vqa.blip import VqaConfig, build_blip_from_scratch, load_vqa
 from gcdr.vqa.gradcam import CamResult, GradcamConfig, VqaGradcam
 from gcdr.vqa.prompt import box_line_width, marked_box, person_prompt
 
-VAT_DEMO = Path("/work/shared/data/vat-demo")
+VAT_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "vat-demo"
 WORDS = "what is the person in green bounding box looking at ? cup ball book phone".split()
 
 
@@ -271,3 +271,14 @@ def test_benchmark_reports_both_paths():
     assert result["persons"] == 4 and result["memory"] == "process_peak_rss"
     assert result["batched_persons_per_s"] > 0 and result["per_person_persons_per_s"] > 0
     assert result["batched_peak_mb"] > 0
+
+
+def test_a_missing_vqa_model_says_what_to_run(tmp_path, monkeypatch):
+    from gcdr.errors import UserError
+    from gcdr.vqa.blip import load_vqa
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"make synth-vqa.*HF_HUB_OFFLINE=0"):
+        load_vqa("data/no_such_stand_in", "cpu")  # looks like owner/name: a folder, or a hub id not cached
+    with pytest.raises(UserError, match=r"VQA model folder .*nowhere does not exist: run `make synth-vqa`"):
+        load_vqa(str(tmp_path / "deeper" / "nowhere"), "cpu")

@@ -4,7 +4,7 @@ One file per person, CSV without header, one row per frame::
 
     <frame file>,<left>,<top>,<right>,<bottom>        (pixels of the full image)
 
-as in /work/shared/data/vat-demo/person1.txt. Several files over one image folder = several people per
+as in ../shared/data/vat-demo/person1.txt. Several files over one image folder = several people per
 image. Samples have no gaze (K = 0) and inout = -1 (unknown); sample_id = ``"<frame file>|<file stem>"``;
 image_size_wh is read from each image header. Inverted boxes are repaired by swapping (logged, counted),
 as for GazeFollow.

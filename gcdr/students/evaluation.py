@@ -58,7 +58,8 @@ def image_grouped_batches(dataset, max_persons: int) -> list[list[int]]:
 @torch.no_grad()
 def predict_dataset(student: Student, dataset, batch_size: int = 32, device: str | torch.device = "cpu",
                     num_workers: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Heatmaps [N, 64, 64] (as the student emits them) and in/out scores [N] (or None) for every dataset item.
+    """Heatmaps [N, 64, 64] (as the student emits them) and in/out probabilities [N] (sigmoid applied where the
+    student emits a logit; None without an in/out head) for every dataset item.
 
     The persons of an image share a batch (:meth:`Student.predict_images`: Gaze-LLE runs its backbone once per
     image, as the official multi-person forward).
@@ -77,7 +78,8 @@ def predict_dataset(student: Student, dataset, batch_size: int = 32, device: str
         index = batch["index"].cpu().numpy()
         heatmaps[index] = heatmap.float().cpu().numpy()
         if inout is not None:
-            inouts[index] = inout.float().cpu().numpy()
+            inout = torch.sigmoid(inout.float()) if student.inout_is_logit else inout.float()
+            inouts[index] = inout.cpu().numpy()
             has_inout = True
     return heatmaps, (inouts if has_inout else None)
 

@@ -50,6 +50,7 @@ class Student(nn.Module):
     lr_schedule: ClassVar[str]
     lr_field: ClassVar[str]
     feature_cache: ClassVar[bool] = False
+    inout_is_logit: ClassVar[bool] = False  # True: forward's in/out is a logit (VAT); predictions apply the sigmoid
 
     def __init__(self, config: Any):
         super().__init__()

@@ -186,6 +186,7 @@ class VATStudent(Student):
     protocol = "gcdr"
     lr_schedule = "multistep"  # GCDR: x0.2 at 60 % of the epochs
     lr_field = "lr"
+    inout_is_logit = True
 
     def __init__(self, config: VATModelConfig):
         super().__init__(config)

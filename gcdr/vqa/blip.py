@@ -33,6 +33,8 @@ from transformers import (
     BlipProcessor,
 )
 
+from gcdr.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HUB_MODEL = "Salesforce/blip-vqa-base"
@@ -98,6 +100,14 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
+class VqaLoadError(UserError, OSError):
+    """The VQA model cannot be loaded; the message says what to run or set."""
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def load_vqa(model: str, device: str | torch.device = "auto", half_precision: bool = False) -> Vqa:
     """Load BLIP VQA + processor from a hub id or a local directory.
 
@@ -108,16 +118,25 @@ def load_vqa(model: str, device: str | torch.device = "auto", half_precision: bo
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
     local = Path(model).is_dir()
-    if not local and ("/" not in model or Path(model).exists() or model.startswith((".", "/"))):
-        raise FileNotFoundError(f"VQA model {model!r} is neither a directory nor a hub id (owner/name); "
-                                "run `make synth-vqa` for the offline SynthGaze model")
+    if not local and (Path(model).exists() or model.startswith((".", "/")) or model.count("/") != 1):
+        raise VqaLoadError(f"VQA model folder {model} does not exist: run `make synth-vqa` for the offline SynthGaze "
+                           "stand-in, or set VQA=<hub id, e.g. Salesforce/blip-vqa-base> / VQA=<a saved model folder>")
     kwargs = {"local_files_only": True} if (_offline() and not local) else {}
     try:
         processor = BlipProcessor.from_pretrained(model, **kwargs)
         net = BlipForQuestionAnswering.from_pretrained(model, **kwargs)
     except OSError as error:
-        hint = " (HF_HUB_OFFLINE is set: the model must be in the local cache)" if kwargs else ""
-        raise OSError(f"cannot load VQA model {model!r}{hint}: {error}") from error
+        if kwargs:
+            raise VqaLoadError(f"VQA model {model} is neither a folder here nor in the local Hugging Face cache "
+                               f"(HF_HUB_OFFLINE=1): for the offline SynthGaze stand-in run `make synth-vqa`; for a "
+                               f"hub model download it once with HF_HUB_OFFLINE=0 (make gradcam HF_HUB_OFFLINE=0 "
+                               f"...), or copy it to a folder and set VQA=<folder>") from error
+        if local:
+            raise VqaLoadError(f"VQA model folder {model} cannot be loaded ({_first_line(error)}); it must hold a "
+                               "BLIP VQA model and processor saved with save_pretrained (make synth-vqa writes one)"
+                               ) from error
+        raise VqaLoadError(f"cannot download VQA model {model} ({_first_line(error)}); check the hub id and the "
+                           "network, or set VQA=<a saved model folder>") from error
     dtype = torch.float16 if (half_precision and device.type == "cuda") else torch.float32
     net = net.to(device=device, dtype=dtype).eval()
     net.requires_grad_(False)  # Grad-CAM needs gradients w.r.t. activations only, never w.r.t. weights
