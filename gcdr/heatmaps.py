@@ -17,7 +17,7 @@ ymax).
 Where a pseudo-label map is min-max normalised on its way to a student's loss, and why each stays:
 Grad-CAM (gcdr.vqa.annotate) -> refinement (``none``: the source map again; ``gcdr``: its prior and its
 output) -> the dataset's crop (gcdr.data.transforms.crop_heatmap, only when the image is cropped) -> the
-student's targets (gcdr.students.training.batch_targets). A repeat is the identity only for a map whose
+student's targets (gcdr.students.recipe.batch_targets). A repeat is the identity only for a map whose
 minimum is exactly 0 and maximum exactly 1; a normalised map whose range r was below 2^-12 (about 2.4e-4)
 has maximum r / (r + 1e-11) < 1 in float32 (a crop of a flat region has such ranges, and a folder may hold
 any map), so renormalising can change the last bits: every step is kept (tests/test_heatmaps.py).

@@ -78,7 +78,7 @@ def test_damaged_teacher_weights_name_the_file(tmp_path):
 
 
 def test_damaged_student_checkpoint_names_the_file(checkpoint):
-    from gcdr.students.training import load_student
+    from gcdr.students.export import load_student
 
     damaged(checkpoint, "truncated")
     with pytest.raises(CheckpointError, match="is truncated.*train-student") as error:

@@ -47,7 +47,7 @@ def test_split_file_names_follow_gcdr():
 
 def test_every_section_builds_its_stage_dataclass():
     from gcdr.data import DatasetConfig
-    from gcdr.students.training import StudentConfig
+    from gcdr.students.recipe import StudentConfig
     from gcdr.teacher.config import RefineConfig, TeacherConfig
     from gcdr.vqa.blip import VqaConfig
     from gcdr.vqa.gradcam import GradcamConfig

@@ -143,7 +143,7 @@ def test_build_student_rebuilds_from_a_model_config():
 
 
 # files that use students without being one: none of them may ask which student it has
-CALLERS = ["gcdr/students/training.py", "gcdr/students/train.py", "gcdr/students/evaluation.py",
+CALLERS = ["gcdr/students/recipe.py", "gcdr/students/train.py", "gcdr/students/evaluation.py",
            "gcdr/students/prediction.py", "gcdr/students/export.py", "gcdr/students/feature_cache.py",
            "pipelines/train_student.py", "pipelines/evaluate.py", "pipelines/predict.py", "pipelines/export.py",
            "gcdr_tools/bench/students.py"]

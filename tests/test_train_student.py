@@ -29,15 +29,15 @@ from gcdr.stage_output import StageOutputError
 from gcdr.students.evaluation import dataset_for_student, evaluate_student, predict_dataset
 from gcdr.students.export import load_student, save_checkpoint
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
-from gcdr.students.registry import student_from_config
-from gcdr.students.train import train_student
-from gcdr.students.training import (
+from gcdr.students.recipe import (
     EpochBatchSampler,
     StudentConfig,
     assemble_training_set,
     batch_targets,
     student_loss,
 )
+from gcdr.students.registry import student_from_config
+from gcdr.students.train import train_student
 from gcdr_tools.synthgaze import SynthConfig, generate_synthgaze
 
 VAT_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "vat-demo"

@@ -22,9 +22,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from gcdr.config import RunConfig
 from gcdr.data.gazefollow import (
     InvertedBoxes,
     OnError,
@@ -35,7 +37,10 @@ from gcdr.data.gazefollow import (
 )
 from gcdr.data.sample import PersonSample
 from gcdr.data.videoattention import normalise_show_name, show_of, track_id_of
-from gcdr.paths import ratio_text
+from gcdr.errors import UserError
+from gcdr.fingerprints import file_sha256
+from gcdr.paths import ratio_text, split_files
+from gcdr.stage_output import StageOutput
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +183,55 @@ def split_videoattention(samples: Sequence[PersonSample], *, labeled_shows: Sequ
     unlabeled = [s for s, flag in zip(samples, is_labeled) if not flag]
     log.info("VideoAttentionTarget split: %d labeled, %d unlabeled samples", len(labeled), len(unlabeled))
     return labeled, unlabeled
+
+
+# ------------------------------------------------------------------------------------------ the stage
+STAGE = "split"
+
+
+class SplitEditedError(UserError, RuntimeError):
+    """A split file differs from what this stage wrote; one line."""
+
+
+def write_split_files(cfg: dict[str, Any], restart: bool = False) -> dict[str, Any] | None:
+    """``make split``: make (or find) the split files of ``cfg`` in their folder, claimed for the request (the
+    train file's sha256, the seed, the box rule; gcdr.stage_output), each ratio recorded (counts, file hashes)
+    in provenance.json. Returns this ratio's record, None when there is nothing to write (VideoAttentionTarget,
+    or split files found that no gcdr request claims, e.g. GCDR's released ones: used as they are)."""
+    cfg = RunConfig(cfg)
+    dataset, split = cfg.dataset, cfg.split
+    if dataset.format != "gazefollow":
+        log.info("dataset.format=%s: labeled / unlabeled tracks are chosen when loading "
+                 "(dataset.labeled_shows or split.ratio); no split files to write", dataset.format)
+        return None
+    ratio = ratio_text(split.ratio)
+    use_file, left_file = split_files(cfg)
+    folder = use_file.parent
+    train_file = dataset.path(dataset.train_file)
+    request = {"train_sha256": file_sha256(train_file), "seed": split.seed, "inverted_boxes": dataset.inverted_boxes}
+    output = StageOutput(folder, STAGE, request, config=cfg, restart=restart, out_option="another split.dir")
+    if not restart and use_file.is_file() and left_file.is_file() and output.recorded_request() is None:
+        log.warning("%s and %s exist without a record of this stage (e.g. GCDR's released files): "
+                    "using them as they are (--restart to overwrite)", use_file, left_file)
+        return None
+    with output:
+        recorded = output.provenance()
+        splits = dict(recorded.get("splits", {})) if recorded.get("request") == output.request else {}
+        previous = splits.get(ratio)
+        if previous is not None and use_file.is_file() and left_file.is_file():
+            if previous["use_sha256"] != file_sha256(use_file) or previous["left_sha256"] != file_sha256(left_file):
+                raise SplitEditedError(f"{use_file} / {left_file} were edited since this stage wrote them; pass "
+                                       "--restart to write the split again")
+            log.info("split files up to date: %s (%d labeled), %s (%d unlabeled)", use_file,
+                     previous["counts"]["labeled"], left_file, previous["counts"]["unlabeled"])
+            return previous
+        output.start(splits=splits)
+        result = make_split(train_file, split.ratio, split.seed, folder, inverted_boxes=dataset.inverted_boxes,
+                            on_error=dataset.on_error)
+        splits[ratio] = {"train_file": str(train_file), "use_file": result.use_file.name,
+                         "left_file": result.left_file.name, "use_sha256": file_sha256(result.use_file),
+                         "left_sha256": file_sha256(result.left_file), "counts": result.counts}
+        output.finish(splits=splits)
+    log.info("wrote %s (%d labeled) and %s (%d unlabeled)", result.use_file, result.n_labeled,
+             result.left_file, result.n_unlabeled)
+    return splits[ratio]

@@ -6,7 +6,7 @@
     vat.py            VAT ModelSpatial (official keys), MSE x 10000 loss, VATStudent
     gazelle.py        Gaze-LLE on a frozen DINOv2 / BLIP tower (official decoder keys), BCE loss, GazeLLEStudent
     config.py         StudentConfig (the ``student:`` section)
-    training.py       training set, batch sampler, targets, the loss of a batch, LR schedule
+    recipe.py         training set, batch sampler, targets, the loss of a batch, LR schedule
     train.py          the training loop (``make train-student``)
     evaluation.py     prediction and test metrics (``make eval``, the loop's evaluation)
     prediction.py     predictions drawn on any images (``make predict``)

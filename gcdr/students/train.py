@@ -3,7 +3,7 @@
 Training set: the labeled persons of the split (ground-truth Gaussians) plus the unlabeled persons that have a
 valid map in the pseudo-label folder (the map is their target); no folder = the labeled persons only; ratio 1.0
 = every train person labeled. The student is whichever ``student.model`` names (gcdr.students.registry), its
-loss its own (gcdr.students.training.student_loss). A run trains for a fixed budget (epochs x steps) and reports
+loss its own (gcdr.students.recipe.student_loss). A run trains for a fixed budget (epochs x steps) and reports
 the last model: no checkpoint is chosen by test metrics. The test split is scored once, after the last epoch
 (``eval_every`` > 0 adds intermediate test rows to history.csv for plotting; they choose nothing).
 
@@ -54,15 +54,15 @@ from gcdr.students.config import StudentConfig, student_config
 from gcdr.students.evaluation import METRIC_KEYS, evaluate_student
 from gcdr.students.export import read_checkpoint, save_checkpoint
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
-from gcdr.students.registry import student_from_config
-from gcdr.students.student import Student
-from gcdr.students.training import (
+from gcdr.students.recipe import (
     EpochBatchSampler,
     TrainingSet,
     assemble_training_set,
     lr_lambda,
     student_loss,
 )
+from gcdr.students.registry import student_from_config
+from gcdr.students.student import Student
 
 log = logging.getLogger("gcdr.train_student")
 

@@ -29,8 +29,8 @@ from gcdr.data import images, load_samples
 from gcdr.data.dataset import GazeDataset
 from gcdr.students.config import StudentConfig, student_config
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
+from gcdr.students.recipe import student_loss
 from gcdr.students.registry import STUDENTS, student_from_config
-from gcdr.students.training import student_loss
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""What every student's training shares: the training set (labeled + valid pseudo-labeled persons), the epoch
-batch sampler, the per-row targets of a batch, the loss of a batch and the learning-rate schedule.
+"""What every student's training shares (its recipe): the training set (labeled + valid pseudo-labeled
+persons), the epoch batch sampler, the per-row targets of a batch, the loss of a batch, the learning-rate schedule.
 
 The loop that uses them is gcdr.students.train; the students themselves are chosen in gcdr.students.registry.
 
@@ -36,7 +36,6 @@ from gcdr.data.sample import IN_FRAME, PersonSample
 from gcdr.heatmaps import normalize_heatmaps
 from gcdr.pseudolabels import PseudoLabelFolder
 from gcdr.students.config import StudentConfig, student_config  # noqa: F401 (gcdr.config.SECTIONS names it here)
-from gcdr.students.export import load_student  # noqa: F401 (its earlier home)
 from gcdr.students.vat import inout_bce_loss
 
 log = logging.getLogger(__name__)
