@@ -9,6 +9,9 @@ The protocol, fixed before any run (the README reports whatever it gives):
 - students (seed s, a fixed budget, the last model reported; no checkpoint or setting is chosen on the test
   split) trained on: the labeled persons only; + raw Grad-CAM; + argmax; + GCDR at each T; and, per seed, on
   every train person labeled (full supervision);
+- at ``sweep_ratio``, the other baselines of the paper (``extra_sources``): + direct mapping (the teacher's
+  network trained to map Grad-CAM to the heatmap in one step, no diffusion) and + self-training (the
+  labeled-only student's own predictions of the unlabeled persons);
 - pseudo-label quality: each pseudo-label folder against the ground truth of its unlabeled persons.
 Every run has its own folder under ``<out_root>/ablation/``; every stage resumes, so a second call reuses all
 finished work and a killed call continues.
@@ -25,13 +28,15 @@ from gcdr import paths
 
 log = logging.getLogger(__name__)
 SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
+EXTRA_SOURCES = ("direct mapping", "self-training")
 
 
 @dataclass
 class AblationConfig:
     """The ``ablation:`` config section.
 
-    seeds, ratios: the grid; sweep_ratio: the ratio at which every T of ``ts`` is refined (others: ``main_T``);
+    seeds, ratios: the grid; sweep_ratio: the ratio at which every T of ``ts`` is refined (others: ``main_T``)
+    and the ``extra_sources`` run (direct mapping, self-training);
     students: student models trained on every source; student_overrides: per student model, ``key=value``
     overrides of the ``student:`` section (budget, backbone) used for every run of that model.
     baselines: also train the students that read no pseudo-label (labeled only, full supervision); false for a
@@ -49,8 +54,12 @@ class AblationConfig:
     student_overrides: dict[str, list[str]] = field(default_factory=dict)
     baselines: bool = True
     teacher_root: str | None = None
+    extra_sources: list[str] = field(default_factory=lambda: ["direct mapping", "self-training"])
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.extra_sources) - set(EXTRA_SOURCES))
+        if unknown:
+            raise ValueError(f"ablation.extra_sources: unknown {unknown}; known: {list(EXTRA_SOURCES)}")
         if not self.seeds or not self.ratios or not self.students:
             raise ValueError("ablation.seeds, ablation.ratios and ablation.students must not be empty")
         bad = [r for r in self.ratios if not 0 < float(r) < 1]
@@ -106,10 +115,10 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
     folders: dict[tuple[str, int, float], Path] = {}
 
     def student_stages(seed: int, ratio: float | None, source: str, pseudo: Path | None, after: tuple[str, ...],
-                       split_overrides: list[str], folder: Path) -> None:
+                       split_overrides: list[str], folder: Path, models: list[str] | None = None) -> None:
         if pseudo is None and not ablation.baselines:
             return
-        for model in ablation.students:
+        for model in models or ablation.students:
             name = model + "-" + source.replace("+ ", "").replace(" ", "-").replace("(", "").replace(")", "")
             out_dir = folder / "students" / name
             runs.append(Run(model, seed, ratio, source, pseudo, out_dir))
@@ -119,6 +128,35 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
                                 [*split_overrides, f"student.model={model}", f"student.seed={seed}",
                                  *ablation.student_overrides.get(model, [])],
                                 ["--pseudo", str(pseudo or "none"), "--out", str(out_dir)]))
+
+    def extra_stages(seed: int, ratio: float, tag: str, split: list[str], folder: Path, gradcam: Path) -> None:
+        if "direct mapping" in ablation.extra_sources:
+            direct_teacher, direct = folder / "direct-teacher", folder / "pseudo" / "direct"
+            folders[("direct mapping", seed, ratio)] = direct
+            stages.append(Stage(f"teacher {tag} direct", "train_teacher", (f"split {tag}", "gradcam train"),
+                                [*split, f"teacher.seed={seed}", "teacher.objective=direct",
+                                 f"teacher.prior={gradcam}", "teacher.val_split=none"],
+                                ["--out", str(direct_teacher)]))
+            stages.append(Stage(f"refine {tag} direct", "refine", ("gradcam train", f"teacher {tag} direct"),
+                                [*split, "refine.method=direct", "refine.split=unlabeled",
+                                 f"refine.teacher={direct_teacher / 'model'}"],
+                                ["--src", str(gradcam), "--out", str(direct)]))
+            student_stages(seed, ratio, "+ direct mapping", direct, (f"split {tag}", f"refine {tag} direct"), split,
+                           folder)
+        if "self-training" in ablation.extra_sources and ablation.baselines:
+            for model in ablation.students:  # each student model teaches itself
+                labeled_only = next(r for r in runs if (r.student, r.seed, r.ratio, r.source)
+                                    == (model, seed, ratio, "labeled only"))
+                pseudo = folder / "pseudo" / f"self-training-{model}"
+                folders[(f"self-training ({model})", seed, ratio)] = pseudo
+                stages.append(Stage(f"refine {tag} self-training {model}", "refine",
+                                    ("gradcam train", f"student {model} seed{seed} r{ratio} labeled only"),
+                                    [*split, "refine.method=student", "refine.split=unlabeled",
+                                     f"refine.student={labeled_only.out_dir / 'model'}",
+                                     f"student.model={model}", *ablation.student_overrides.get(model, [])],
+                                    ["--src", str(gradcam), "--out", str(pseudo)]))
+                student_stages(seed, ratio, "+ self-training", pseudo,
+                               (f"split {tag}", f"refine {tag} self-training {model}"), split, folder, [model])
 
     for seed in ablation.seeds:
         for ratio in ablation.ratios:
@@ -144,6 +182,8 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
                                     ["--src", str(gradcam), "--out", str(refined)]))
                 student_stages(seed, ratio, f"+ GCDR T={T}", refined, (f"split {tag}", f"refine {tag} T={T}"),
                                split, folder)
+            if ratio == ablation.sweep_ratio:
+                extra_stages(seed, ratio, tag, split, folder, gradcam)
         student_stages(seed, None, "full supervision", None, ("data-synth",), ["split.ratio=1.0",
                                                                               f"split.seed={seed}"],
                        root / f"seed{seed}" / "full")
@@ -249,7 +289,8 @@ def quality_table(cfg: dict[str, Any], plan: Plan):
 def summary_markdown(students, quality, ablation: AblationConfig) -> str:
     """Tables of mean +- sd over seeds: students (avg L2 and AUC per ratio) and pseudo-label quality."""
     lines = []
-    order = list(SOURCES_FIXED) + [f"+ GCDR T={T}" for T in ablation.ts] + ["full supervision"]
+    order = (list(SOURCES_FIXED) + [f"+ GCDR T={T}" for T in ablation.ts]
+             + [f"+ {source}" for source in ablation.extra_sources] + ["full supervision"])
     ratios = sorted(float(r) for r in ablation.ratios)
     for student in ablation.students:
         table = students[students["student"] == student] if len(students) else students
@@ -271,7 +312,8 @@ def summary_markdown(students, quality, ablation: AblationConfig) -> str:
         lines += ["### Pseudo-label quality on the unlabeled persons (avg L2 / AUC against the truth; mean +- sd)",
                   "", "| pseudo-labels | " + " | ".join(f"{r:g} labels" for r in ratios) + " |",
                   "|---|" + "---|" * len(ratios)]
-        for source in ["Grad-CAM (raw)", "argmax"] + [f"GCDR T={T}" for T in ablation.ts]:
+        extra = sorted({s for s in quality["source"] if s == "direct mapping" or s.startswith("self-training")})
+        for source in ["Grad-CAM (raw)", "argmax"] + [f"GCDR T={T}" for T in ablation.ts] + extra:
             cells = []
             for ratio in ratios:
                 chosen = quality[(quality["source"] == source) & (quality["ratio"] == ratio)]

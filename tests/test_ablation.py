@@ -17,12 +17,12 @@ def test_the_grid_seeds_ratios_sources_and_the_T_sweep_at_one_ratio():
     result, ablation = plan()
     seeds, ratios = ablation.seeds, ablation.ratios
     per_ratio = 3 + 1  # labeled only, raw, argmax + GCDR at main_T
-    sweep_extra = len(ablation.ts) - 1
+    sweep_extra = len(ablation.ts) - 1 + len(ablation.extra_sources)  # other Ts, direct mapping, self-training
     expected = len(seeds) * (len(ratios) * per_ratio + sweep_extra + 1)  # + full supervision per seed
     assert len(result.runs) == expected * len(ablation.students)
     assert len({run.out_dir for run in result.runs}) == len(result.runs)  # never two runs in one folder
     sweep = {run.source for run in result.runs if run.ratio == ablation.sweep_ratio}
-    assert {f"+ GCDR T={T}" for T in ablation.ts} <= sweep
+    assert {f"+ GCDR T={T}" for T in ablation.ts} | {"+ direct mapping", "+ self-training"} <= sweep
     other = {run.source for run in result.runs if run.ratio not in (None, ablation.sweep_ratio)}
     assert {s for s in other if "GCDR" in s} == {f"+ GCDR T={ablation.main_T}"}
 
@@ -38,6 +38,12 @@ def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_p
             assert any(a.startswith("refine") for a in stage.after)
         if stage.module == "refine" and "T=" in stage.name:
             assert any(a.startswith("teacher") for a in stage.after)  # the teacher of the same seed and ratio
+        if stage.module == "refine" and stage.name.endswith("direct"):
+            assert any(a.startswith("teacher") and a.endswith("direct") for a in stage.after)
+        if stage.module == "refine" and "self-training" in stage.name:  # the labeled-only student teaches
+            assert any(a.endswith("labeled only") for a in stage.after)
+    direct_teacher = next(s for s in result.stages if s.name == "teacher seed0 r0.1 direct")
+    assert "teacher.objective=direct" in direct_teacher.overrides and "gradcam train" in direct_teacher.after
 
 
 def test_bad_grids_are_refused():
@@ -61,7 +67,8 @@ def test_summary_reports_mean_and_sd_over_seeds():
 def test_a_second_arm_shares_teachers_and_skips_the_runs_without_pseudo_labels():
     result, _ = plan("ablation.baselines=false", "ablation.teacher_root=/elsewhere/ablation")
     assert {run.source for run in result.runs}.isdisjoint({"labeled only", "full supervision"})
-    teachers = [s for s in result.stages if s.module == "train_teacher"]
+    teachers = [s for s in result.stages if s.module == "train_teacher" and not s.name.endswith("direct")]  # the
+    # direct-mapping teacher learns from this arm's own Grad-CAM maps: never shared
     assert teachers and all(s.extra[-1].startswith("/elsewhere/ablation/seed") for s in teachers)
     refines = [s for s in result.stages if s.module == "refine" and "T=" in s.name]
     assert all(any(o.startswith("refine.teacher=/elsewhere/ablation/") for o in s.overrides) for s in refines)

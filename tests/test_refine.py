@@ -422,3 +422,70 @@ def test_refine_before_the_teacher_names_the_command(synth_cfg, capsys):
     assert exit_info.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "make train-teacher RATIO=0.5 SEED=0" in lines[0], lines
+
+
+def test_direct_mapping_learns_from_grad_cam_and_maps_in_one_step(synth_cfg):
+    """The no-diffusion baseline: the teacher's network trained on the labeled persons' Grad-CAM maps, applied
+    once to each unlabeled person's map (refine.method direct)."""
+    from gcdr.data import load_samples
+    from gcdr.data.dataset import GazeDataset, gaze_collate
+    from gcdr.teacher.diffusion import direct_inputs
+    from pipelines import train_teacher
+
+    cfg, root, unlabeled = synth_cfg
+    labeled = [s for s in load_samples(cfg, "labeled") if s.has_gaze]
+    write_gradcam(root / "gradcam_labeled", labeled, np.random.default_rng(1))
+    tiny = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "attention_head_dim": 8,
+            "norm_groups": 4, "attention_levels": [3], "batch_size": 4, "epochs": 1, "lr": 1e-3,
+            "objective": "direct", "prior": str(root / "gradcam_labeled"), "val_split": "none"}
+    row = train_teacher.train(dict(cfg, teacher=tiny), root / "direct_teacher", progress=False)
+    assert np.isfinite(row["supervised_loss"])
+    direct_dir = root / "direct_teacher" / "model"
+    model = GazeDiffusionTeacher.from_pretrained(direct_dir).eval()
+    assert model.config.objective == "direct"
+
+    # each method takes only a teacher trained for it
+    with pytest.raises(RefineSetupError, match="needs a teacher trained with teacher.objective=diffusion"):
+        refine_run(with_refine(cfg, teacher=str(direct_dir)), root / "gradcam", root / "gcdr_with_direct")
+    with pytest.raises(RefineSetupError, match="needs a teacher trained with teacher.objective=direct"):
+        refine_run(with_refine(cfg, method="direct"), root / "gradcam", root / "direct_with_diffusion")
+
+    summary = refine_run(with_refine(cfg, method="direct", teacher=str(direct_dir)), root / "gradcam", root / "direct")
+    assert summary["invalid_reasons"] == {"all_zero": 1, "image_error": 1}  # no Grad-CAM, no mapping
+    folder, source = PseudoLabelFolder(root / "direct"), PseudoLabelFolder(root / "gradcam")
+    person = unlabeled[0]
+    batch = gaze_collate([GazeDataset([person], train=False, style="vat")[0]])
+    with torch.no_grad():
+        prior = torch.from_numpy(source.heatmap_64(person.sample_id))[None]
+        x0 = model.denoise(*direct_inputs(prior, model.config.scale),
+                           model.encode(batch["scene"], batch["head_channel"], batch["face"]))
+        other = model.denoise(*direct_inputs(torch.flip(prior, (-1,)), model.config.scale),
+                              model.encode(batch["scene"], batch["head_channel"], batch["face"]))
+    assert np.allclose(folder.heatmap_64(person.sample_id), normalize_heatmaps(x0[:, 0])[0].numpy(), atol=2e-3)
+    assert not torch.allclose(x0, other)  # a mapping of the Grad-CAM map, not of the image alone
+
+    with pytest.raises(ValueError, match="teacher.objective=direct .* needs teacher.prior"):
+        RunConfig(dict(cfg, teacher={"objective": "direct"})).teacher  # noqa: B018
+
+
+def test_self_training_writes_the_students_own_predictions_for_every_person(synth_cfg):
+    """GCDR's ``baseline`` teacher: a student trained on the labeled persons predicts the unlabeled ones,
+    Grad-CAM or not (refine.method student)."""
+    from gcdr.students.config import StudentConfig
+    from gcdr.students.evaluation import dataset_for_student, predict_dataset
+    from gcdr.students.registry import student_from_config
+
+    cfg, root, unlabeled = synth_cfg
+    torch.manual_seed(0)
+    student = student_from_config(StudentConfig(model="vat", vat_width=4, vat_input_size=64,
+                                                vat_zero_init_output=False), root).eval()
+    student.save_pretrained(root / "student")
+    summary = refine_run(with_refine(cfg, method="student", student=str(root / "student")), root / "gradcam",
+                         root / "self")
+    assert summary["valid"] == len(unlabeled)  # the persons whose Grad-CAM is invalid included
+    folder = PseudoLabelFolder(root / "self")
+    predicted, _ = predict_dataset(student, dataset_for_student(unlabeled, student), progress=False)
+    for i, sample in enumerate(unlabeled):
+        assert np.allclose(folder.heatmap_64(sample.sample_id), normalize_heatmap(predicted[i]), atol=2e-3)
+    with pytest.raises(ValueError, match="refine.method=student .* needs refine.student"):
+        with_refine(cfg, method="student").refine  # noqa: B018

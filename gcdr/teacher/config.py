@@ -68,6 +68,12 @@ class TeacherConfig:
     consistency_rampup_epochs: int = 5
     teacher_steps: int = 10                # DDIM steps of the EMA teacher's prediction
 
+    # what the network learns (docs/method.md#direct-mapping): "diffusion" (GCDR: x0 from a noised map) or
+    # "direct" (the ablation without diffusion: x0 from the person's Grad-CAM map in one step, ``prior`` = a
+    # Grad-CAM folder holding the labeled persons, e.g. the gradcam folder of split train)
+    objective: str = "diffusion"
+    prior: str | None = None
+
     # validation: DDIM from pure noise, scored with gcdr.metrics.evaluate
     val_every: int = 10                    # epochs (0 = only after the last one)
     val_split: str = "test"                # test | none
@@ -76,7 +82,11 @@ class TeacherConfig:
     eta: float = 1.0                       # DDIM eta (1 = stochastic, as GCDR)
 
     def __post_init__(self) -> None:
-        _check_choices("teacher", self, consistency=("kl", "mse"), val_split=("test", "none"))
+        _check_choices("teacher", self, consistency=("kl", "mse"), val_split=("test", "none"),
+                       objective=("diffusion", "direct"))
+        if self.objective == "direct" and (self.mean_teacher or not self.prior):
+            raise ValueError("teacher.objective=direct maps Grad-CAM maps to heatmaps: it needs teacher.prior (a "
+                             "Grad-CAM folder holding the labeled persons) and no mean teacher")
         _check_at_least("teacher", self, epochs=1, batch_size=1, num_train_timesteps=1, teacher_steps=1, val_steps=1,
                         labeled_batch_size=1, val_every=0, val_max_persons=0, lr=0.0, weight_decay=0.0, eta=0.0)
         if self.mean_teacher and not self.labeled_batch_size < self.batch_size:
@@ -92,7 +102,7 @@ class TeacherConfig:
             attention_levels=tuple(self.attention_levels), attention_head_dim=self.attention_head_dim,
             attention_heads=self.attention_heads, norm_groups=self.norm_groups,
             num_train_timesteps=self.num_train_timesteps, beta_start=self.beta_start, beta_end=self.beta_end,
-            scale=self.scale,
+            scale=self.scale, objective=self.objective,
         )
 
 
@@ -100,7 +110,7 @@ class TeacherConfig:
 class RefineConfig:
     """The ``refine:`` section (make refine T=250 STEPS=2 SAMPLES=1 METHOD=gcdr|none|argmax)."""
 
-    method: str = "gcdr"                   # gcdr (diffusion refinement) | none (raw Grad-CAM) | argmax
+    method: str = "gcdr"                   # gcdr | none (raw Grad-CAM) | argmax | direct | student
     T: int = 250                           # denoise_steps N: start noise level (0 = input, 500 = pure noise)
     steps: int = 2                         # DDIM steps from T down to 0
     samples: int = 1                       # refinements averaged per person
@@ -108,7 +118,9 @@ class RefineConfig:
     seed: int = 0
     eta: float = 1.0                       # DDIM eta
     semantics: str = "intended"            # intended | as_coded (see gcdr.teacher.diffusion)
-    teacher: str | None = None             # model dir (save_pretrained); None = <teacher_dir>/model
+    teacher: str | None = None             # model dir (save_pretrained); None = <teacher_dir>/model (gcdr, direct)
+    student: str | None = None             # method student (self-training): a student trained on the labeled
+                                           # persons (model/ dir or last.pt) predicts the split's persons
     split: str | None = None               # None = gradcam.split
     previews: int = 50                     # PNG overlays for the first N persons (-1 = all)
     num_workers: int = 0
@@ -117,7 +129,11 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if self.method is None:  # `--set refine.method=none` parses as null
             self.method = "none"
-        _check_choices("refine", self, method=("gcdr", "none", "argmax"), semantics=("intended", "as_coded"))
+        _check_choices("refine", self, method=("gcdr", "none", "argmax", "direct", "student"),
+                       semantics=("intended", "as_coded"))
+        if self.method == "student" and not self.student:
+            raise ValueError("refine.method=student (self-training) needs refine.student: the model folder of a "
+                             "student trained on the labeled persons (make train-student PSEUDO=none)")
         _check_at_least("refine", self, T=0, steps=1, samples=1, batch_size=1, eta=0.0)
 
 

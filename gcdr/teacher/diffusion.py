@@ -114,6 +114,14 @@ def training_inputs(scheduler: DDPMScheduler, target_heatmap_64: torch.Tensor, s
 
 
 # -------------------------------------------------------------------------------------------- DDIM
+def direct_inputs(prior_64: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The direct mapping's network input: the Grad-CAM map [B, 64, 64] in [0, 1], min-max normalised (after
+    augmentation), through the diffusion space's mapping, at timestep 0. ([B, 1, 64, 64], [B] long)."""
+    prior = normalize_heatmaps(prior_64.float()).unsqueeze(1)
+    return network_input(to_scaled(prior, scale), scale), torch.zeros(len(prior), dtype=torch.long,
+                                                                      device=prior.device)
+
+
 def refine_timesteps(denoise_steps: int, inference_steps: int) -> list[int]:
     """GCDR's DDIM timesteps, descending: c = N // S; [S c - 1, ..., 2 c - 1, c - 1] (docs/method.md#ddim-timesteps).
 

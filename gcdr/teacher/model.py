@@ -89,6 +89,8 @@ class TeacherModelConfig:
     norm_groups:        GroupNorm groups (must divide every level's width).
     num_train_timesteps, beta_start, beta_end: linear beta schedule (GCDR: 500, 2e-4, 4e-2).
     scale:              heatmaps in [0, 1] map to [-scale, scale] in the diffusion space (GCDR: 2).
+    objective:          "diffusion" (GCDR) or "direct" (trained to map a Grad-CAM map to the heatmap in one
+                        step at timestep 0; the no-diffusion ablation). Refine checks it fits the method.
     """
 
     encoder: str = "resnet18"
@@ -105,6 +107,7 @@ class TeacherModelConfig:
     beta_end: float = 4e-2
     scale: float = 2.0
     attention_heads: int | None = None  # absent from configs saved before it existed: None, as then
+    objective: str = "diffusion"  # what it was trained for: "diffusion" (x0 from a noised map) | "direct"
 
     def __post_init__(self) -> None:
         if self.encoder == "resnet50" and self.encoder_width is not None:

@@ -1,4 +1,5 @@
-"""Stage 2b (`make refine`): Grad-CAM maps -> pseudo-labels, by GCDR diffusion refinement or a baseline.
+"""Stage 2b (`make refine`): Grad-CAM maps -> pseudo-labels, by GCDR diffusion refinement or a baseline
+(docs/method.md: raw, argmax, direct mapping, self-training).
 
 :func:`refine_split` reads the final pseudo-label folder ``src`` (default gcdr.paths.gradcam_dir(cfg, split),
 split = ``refine.split`` or ``gradcam.split``) for every person of the split and writes a new folder (default
@@ -13,6 +14,9 @@ gcdr.paths.refined_dir) through PseudoLabelWriter:
 - ``argmax``: a sigma-3 Gaussian at the argmax of the raw Grad-CAM grid, x = (idx mod w) / w,
   y = (idx div w) / h, no half-cell offset (docs/method.md#baselines-raw-grad-cam-and-argmax); the 64x64 map
   when no raw grid is stored.
+- ``direct``: the direct-mapping teacher (teacher.objective direct) applied once to the Grad-CAM map, no noise.
+- ``student``: self-training: ``refine.student`` (a student trained on the labeled persons) predicts every
+  person of the split, whatever its Grad-CAM.
 
 The source must be final and hold every person of the split (gcdr.pseudolabels.check_final), else one line
 says which stage to finish. The output folder is claimed for one request (gcdr.stage_output.StageOutput):
@@ -48,8 +52,8 @@ from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset, enlarges_head_boxes, gaze_collate
 from gcdr.data.sample import PersonSample
 from gcdr.errors import UserError
-from gcdr.fingerprints import file_sha256, samples_fingerprint
-from gcdr.heatmaps import argmax_point_norm, gaussian_heatmap_64, normalize_heatmap
+from gcdr.fingerprints import file_sha256, folder_sha256, samples_fingerprint
+from gcdr.heatmaps import argmax_point_norm, gaussian_heatmap_64, normalize_heatmap, normalize_heatmaps
 from gcdr.processes import cpu_processes
 from gcdr.pseudolabels import (
     PseudoLabel,
@@ -60,8 +64,17 @@ from gcdr.pseudolabels import (
     invalid_reason,
 )
 from gcdr.stage_output import StageOutput
+from gcdr.students.evaluation import dataset_for_student, predict_dataset
+from gcdr.students.export import load_student
+from gcdr.students.gazelle import configured_gazelle_backbone
 from gcdr.teacher.config import RefineConfig
-from gcdr.teacher.diffusion import make_ddim_scheduler, noise_for_samples, refine_heatmaps, refine_timesteps
+from gcdr.teacher.diffusion import (
+    direct_inputs,
+    make_ddim_scheduler,
+    noise_for_samples,
+    refine_heatmaps,
+    refine_timesteps,
+)
 from gcdr.teacher.model import WEIGHTS_FILE, GazeDiffusionTeacher
 from gcdr.vqa.preview import before_after_preview
 
@@ -103,10 +116,22 @@ def refine_split(cfg: RunConfig, src: str | Path | None = None, out: str | Path 
     request: dict[str, Any] = {"method": refine.method, "source": str(src_dir.resolve()), "split": split,
                                "source_fingerprint": source_summary["fingerprint"], "persons": len(samples),
                                "persons_fingerprint": samples_fingerprint(samples)}
-    model = None
-    if refine.method == "gcdr":
+    model = student = None
+    if refine.method in ("gcdr", "direct"):
         teacher_dir = teacher_model_dir(cfg)
         model = GazeDiffusionTeacher.from_pretrained(teacher_dir).to(state.device).eval()
+        objective = "diffusion" if refine.method == "gcdr" else "direct"
+        if model.config.objective != objective:
+            raise RefineSetupError(f"refine.method={refine.method} needs a teacher trained with teacher.objective="
+                                   f"{objective}; {teacher_dir} was trained with {model.config.objective}")
+    if refine.method == "direct":
+        request.update(teacher=str(teacher_dir.resolve()), teacher_sha256=file_sha256(teacher_dir / WEIGHTS_FILE))
+    if refine.method == "student":
+        student_path = Path(refine.student)
+        student, _ = load_student(student_path, backbone=configured_gazelle_backbone(cfg))
+        request.update(student=str(student_path.resolve()),
+                       student_sha256=folder_sha256(student_path) if student_path.is_dir() else file_sha256(student_path))
+    if refine.method == "gcdr":
         if refine.T > model.config.num_train_timesteps:  # refused before anything is written
             raise RefineSetupError(
                 f"refine.T={refine.T} is beyond the {model.config.num_train_timesteps} diffusion steps of the "
@@ -127,7 +152,7 @@ def refine_split(cfg: RunConfig, src: str | Path | None = None, out: str | Path 
         output.start(**details)
         state.wait_for_everyone()
         seconds = write_refined(samples[state.process_index:: state.num_processes], source, out_dir, refine, cfg,
-                                model, state, show)
+                                model, state, show, student)
         state.wait_for_everyone()
         summary: dict[str, Any] = {}
         if state.is_main_process:
@@ -176,7 +201,8 @@ def baseline_heatmap(method: str, source: PseudoLabel) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------- one process's shard
 def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir: Path, refine: RefineConfig,
-                  cfg: RunConfig, model: GazeDiffusionTeacher | None, state: PartialState, show: bool) -> float:
+                  cfg: RunConfig, model: GazeDiffusionTeacher | None, state: PartialState, show: bool,
+                  student=None) -> float:
     """This process's persons (every one in ``source``) refined into ``out_dir``; returns the seconds taken."""
     start = time.perf_counter()
     previews = refine.previews if state.is_main_process else 0
@@ -185,11 +211,14 @@ def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir:
         todo = [s for s in shard if s.sample_id not in writer.done_ids]
         log.info("rank %d/%d: %d of %d persons to do (%s) -> %s", state.process_index, state.num_processes,
                  len(todo), len(shard), refine.method, out_dir)
+        if refine.method == "student":  # self-training needs no Grad-CAM: every person is predicted
+            predict_with_student(student, todo, source, writer, refine, cfg, state.device, show)
+            todo = []
         for sample in todo:
             if not source.is_valid(sample.sample_id):
                 label = source.get(sample.sample_id)
                 writer.add(output_label(sample, np.zeros((64, 64), np.float32), label, False, label.invalid_reason))
-        if refine.method == "gcdr":
+        if refine.method in ("gcdr", "direct"):
             # batches are cut from every valid person of the shard, done or not, so that a resumed run computes
             # each person in the same batch as an uninterrupted run (the arithmetic depends on the batch)
             valid = [s for s in shard if source.is_valid(s.sample_id)]
@@ -212,7 +241,8 @@ def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir:
 def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample], source: PseudoLabelFolder,
                         writer: PseudoLabelWriter, refine: RefineConfig, cfg: RunConfig,
                         device: torch.device, progress: bool) -> None:
-    """GCDR refinement of ``samples`` (all valid in ``source``) in batches, written through ``writer``."""
+    """GCDR refinement of ``samples`` (all valid in ``source``) in batches, written through ``writer``; with
+    ``refine.method`` direct, the direct mapping's one forward from the Grad-CAM map instead of DDIM."""
     if not samples:
         return
     dataset = GazeDataset(samples, train=False, style="vat", on_error=cfg.dataset.on_error,
@@ -226,7 +256,8 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
     num_steps = len(refine_timesteps(min(refine.T, model.config.num_train_timesteps), refine.steps))
     loader = DataLoader(dataset, batch_size=refine.batch_size, shuffle=False, num_workers=refine.num_workers,
                         collate_fn=gaze_collate)
-    title = f"GCDR T={refine.T} steps={refine.steps}"
+    direct = refine.method == "direct"
+    title = "direct mapping" if direct else f"GCDR T={refine.T} steps={refine.steps}"
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"refine T={refine.T}", disable=not progress):
             ids = [dataset.samples[i].sample_id for i in batch["index"].tolist()]
@@ -236,9 +267,13 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
             prior = torch.from_numpy(np.stack([source.heatmap_64(i) for i in ids])).to(device)  # [B, 64, 64]
             context = model.encode(batch["scene"].to(device), batch["head_channel"].to(device),
                                    batch["face"].to(device))
-            noises = noise_for_samples(ids, refine.seed, draws=refine.samples, steps=max(num_steps, 1))
-            refined, mean_x0 = refine_heatmaps(model, scheduler, context, prior, refine.T, refine.steps, noises,
-                                               eta=refine.eta, semantics=refine.semantics)  # [B, 64, 64]
+            if direct:
+                mean_x0 = model.denoise(*direct_inputs(prior, model.config.scale), context).squeeze(1)
+                refined = normalize_heatmaps(mean_x0)  # [B, 64, 64]
+            else:
+                noises = noise_for_samples(ids, refine.seed, draws=refine.samples, steps=max(num_steps, 1))
+                refined, mean_x0 = refine_heatmaps(model, scheduler, context, prior, refine.T, refine.steps, noises,
+                                                   eta=refine.eta, semantics=refine.semantics)  # [B, 64, 64]
             refined, mean_x0 = refined.cpu().numpy(), mean_x0.cpu().numpy()
             for row, sample_id in enumerate(ids):
                 if sample_id in writer.done_ids:  # written by an earlier run, or an on_error=skip stand-in repeat
@@ -263,6 +298,32 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
             writer.add(output_label(sample, np.zeros((64, 64), np.float32), source.get(sample.sample_id), False,
                                     "image_unreadable"))
             log.warning("%s: its image could not be read (on_error: skip)", sample.sample_id)
+
+
+def predict_with_student(student, samples: list[PersonSample], source: PseudoLabelFolder, writer: PseudoLabelWriter,
+                         refine: RefineConfig, cfg: RunConfig, device: torch.device, progress: bool) -> None:
+    """Self-training (GCDR's ``baseline`` teacher): ``student``'s min-max normalised heatmap of every person of
+    ``samples``, whatever its Grad-CAM (the source only lends answer and key noun for lineage)."""
+    if not samples:
+        return
+    dataset = dataset_for_student(samples, student, cfg.dataset.on_error, cfg.dataset.format)
+    if cfg.dataset.on_error == "skip":
+        dataset.drop_unreadable()
+    heatmaps, _ = predict_dataset(student, dataset, refine.batch_size, device, progress=progress)
+    predicted = {s.sample_id: i for i, s in enumerate(dataset.samples)}
+    for sample in samples:
+        label = source.get(sample.sample_id) if sample.sample_id in source else None
+        if sample.sample_id not in predicted:  # image missing or unreadable (on_error: skip)
+            writer.add(output_label(sample, np.zeros((64, 64), np.float32), label, False, "image_unreadable"))
+            continue
+        heatmap = heatmaps[predicted[sample.sample_id]]
+        reason = invalid_reason(heatmap)
+        if reason:
+            writer.add(output_label(sample, np.zeros((64, 64), np.float32), label, False, f"refined_{reason}"))
+            continue
+        image = (before_after_preview(sample, label.heatmap_64 if label else heatmap, normalize_heatmap(heatmap),
+                                      "self-training") if writer.wants_preview() else None)
+        writer.add(output_label(sample, normalize_heatmap(heatmap), label), preview_rgb=image)
 
 
 # ------------------------------------------------------------------------------------------ records

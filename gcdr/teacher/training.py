@@ -58,10 +58,12 @@ from gcdr.heatmaps import normalize_heatmaps
 from gcdr.metrics import evaluate
 from gcdr.paths import split_files
 from gcdr.processes import cpu_processes
+from gcdr.pseudolabels import PseudoLabelFolder, check_final
 from gcdr.stage_output import StageOutput
 from gcdr.students.vat import heatmap_mse_loss
 from gcdr.teacher.config import TeacherConfig
 from gcdr.teacher.diffusion import (
+    direct_inputs,
     make_ddim_scheduler,
     make_train_scheduler,
     noise_for_samples,
@@ -96,7 +98,8 @@ def fingerprint(teacher: TeacherConfig) -> dict[str, Any]:
     """What defines a teacher run (not its budget); settings added later are left out at their default, so
     checkpoints written before they existed still resume."""
     kept = {k: v for k, v in dataclasses.asdict(teacher).items()
-            if k not in BUDGET_FIELDS and not (k == "attention_heads" and v is None)}
+            if k not in BUDGET_FIELDS and not (k == "attention_heads" and v is None)
+            and not (k == "objective" and v == "diffusion") and not (k == "prior" and v is None)}
     if teacher.mean_teacher:  # one-view mean-teacher checkpoints (before GCDR's two views) must not resume
         kept["mean_teacher_views"] = 2
     return kept
@@ -116,7 +119,11 @@ def teacher_request(cfg: RunConfig, teacher: TeacherConfig, labeled: list, unlab
         persons["labeled_split_sha256"] = file_sha256(use_file)
         if teacher.mean_teacher:
             persons["unlabeled_split_sha256"] = file_sha256(left_file)
-    return {"teacher": fingerprint(teacher), "persons": persons}
+    request = {"teacher": fingerprint(teacher), "persons": persons}
+    if teacher.objective == "direct":  # the Grad-CAM maps it learns from are an input like the persons
+        request["prior_fingerprint"] = check_final(teacher.prior, [s.sample_id for s in labeled],
+                                                   what="the labeled persons")["fingerprint"]
+    return request
 
 
 def build_teacher(teacher: TeacherConfig) -> GazeDiffusionTeacher:
@@ -174,19 +181,25 @@ class MeanTeacherStep:
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                   train_scheduler, scale: float, mean_teacher: MeanTeacherStep | None = None,
-                  backward: Callable[[torch.Tensor], None] | None = None
+                  backward: Callable[[torch.Tensor], None] | None = None, direct: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a collated batch already on the device (gcdr.data.dataset.gaze_collate keys).
 
     Supervised x0 regression on the rows with a target; with ``mean_teacher`` the unlabeled rows start from pure
     noise and the EMA model's DDIM prediction on view 2 supervises every in-frame row (weight x consistency).
     backward: ``accelerator.backward`` in a (multi-process) run, ``loss.backward()`` by default.
+    direct: the no-diffusion ablation (teacher.objective direct): the input is the person's Grad-CAM map
+    (``prior_heatmap_64``, augmented with the image) at timestep 0, rows without a valid map carry no loss.
     Returns (loss, supervised loss, consistency loss), scalars with their graphs.
     """
     scene, head, face = batch["scene"], batch["head_channel"], batch["face"]
     target, has_target = batch["target_heatmap_64"], batch["has_target"]
     pure_noise = ~batch["is_labeled"] if mean_teacher is not None else None
-    x_in, timesteps = training_inputs(train_scheduler, target, scale, pure_noise=pure_noise)
+    if direct:
+        x_in, timesteps = direct_inputs(batch["prior_heatmap_64"], scale)
+        has_target = has_target & batch["prior_valid"]
+    else:
+        x_in, timesteps = training_inputs(train_scheduler, target, scale, pure_noise=pure_noise)
     prediction = model(x_in, timesteps, scene, head, face).squeeze(1)  # [B, 64, 64]
     supervised = heatmap_mse_loss(prediction, target, has_target)
     loss = supervised
@@ -324,12 +337,15 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
            unlabeled: list, on_error: str, restart: bool, device: torch.device, rank: int, world: int,
            show: bool) -> dict[str, Any]:
     out_dir = output.folder
+    direct = teacher.objective == "direct"
     train_ds = GazeDataset(labeled + unlabeled, train=True, style="vat",
                            labeled=[True] * len(labeled) + [False] * len(unlabeled), on_error=on_error,
                            seed=teacher.seed, two_views=teacher.mean_teacher,  # view2_*: the EMA teacher's
-                           enlarge_head_box=enlarges_head_boxes(cfg))
+                           enlarge_head_box=enlarges_head_boxes(cfg),
+                           pseudo=PseudoLabelFolder(teacher.prior) if direct else None)
     n_labeled = sum(train_ds.labeled)
-    val_ds = validation_dataset(cfg, teacher) if accelerator.is_main_process else None
+    # validation samples from pure noise: a diffusion teacher's measure (the direct mapping has no such mode)
+    val_ds = validation_dataset(cfg, teacher) if accelerator.is_main_process and not direct else None
 
     torch.manual_seed(teacher.seed)  # the initial weights: same seed, same teacher
     model = build_teacher(teacher)
@@ -396,7 +412,7 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
             batch = {k: v.to(device) for k, v in batch.items()}
             loss, supervised, consistency = training_step(model, optimizer, batch, train_scheduler,
                                                           unwrapped.config.scale, mean_teacher,
-                                                          backward=accelerator.backward)
+                                                          backward=accelerator.backward, direct=direct)
             if ema is not None:
                 decay = update_ema(ema, unwrapped, global_step, teacher.ema_decay, teacher.ema_ramp_every)
             global_step += 1
