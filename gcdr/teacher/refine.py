@@ -229,7 +229,7 @@ def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir:
                 label = source.get(sample.sample_id)
                 heatmap = baseline_heatmap(refine.method, label)
                 raw = label.raw_map if refine.method == "none" else None
-                image = (before_after_preview(sample, label.heatmap_64, heatmap, refine.method)
+                image = (before_after_preview(sample, label.heatmap_64, heatmap, refine.method, label.answer)
                          if writer.wants_preview() else None)
                 writer.add(output_label(sample, heatmap, label, raw_map=raw), preview_rgb=image)
     seconds = time.perf_counter() - start
@@ -284,7 +284,8 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
                     writer.add(output_label(sample, np.zeros((64, 64), np.float32), source.get(sample_id), False,
                                             f"refined_{reason}"))
                     continue
-                image = (before_after_preview(sample, prior[row].cpu().numpy(), refined[row], title)
+                image = (before_after_preview(sample, prior[row].cpu().numpy(), refined[row], title,
+                                              source.get(sample_id).answer)
                          if writer.wants_preview() else None)
                 writer.add(output_label(sample, refined[row], source.get(sample_id)), preview_rgb=image)
     for index, error in dataset.unreadable.items():  # undecodable images (on_error: skip)
@@ -322,7 +323,7 @@ def predict_with_student(student, samples: list[PersonSample], source: PseudoLab
             writer.add(output_label(sample, np.zeros((64, 64), np.float32), label, False, f"refined_{reason}"))
             continue
         image = (before_after_preview(sample, label.heatmap_64 if label else heatmap, normalize_heatmap(heatmap),
-                                      "self-training") if writer.wants_preview() else None)
+                                      "self-training", label.answer if label else "") if writer.wants_preview() else None)
         writer.add(output_label(sample, normalize_heatmap(heatmap), label), preview_rgb=image)
 
 

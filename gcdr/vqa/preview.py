@@ -37,9 +37,11 @@ def cam_overlay(image_rgb: np.ndarray, raw_map: np.ndarray | None, caption: str,
 
 
 def before_after_preview(sample: PersonSample, source_64: np.ndarray, result_64: np.ndarray,
-                         title: str) -> np.ndarray | None:
+                         title: str, answer: str = "") -> np.ndarray | None:
     """[source overlay | result overlay] [h', 2 w', 3] of two 64x64 maps of one person (e.g. Grad-CAM and its
-    refinement) with the head box (green) and any ground-truth point (white); None when the image is unreadable."""
+    refinement) with the head box (green, drawn thick enough to survive the downscale) and any ground-truth
+    point (white), captioned with the person's id and the VQA answer, so that two persons of one frame are told
+    apart; None when the image is unreadable."""
     try:
         image = load_image_rgb(sample.image_path)
     except ImageReadError as error:
@@ -47,11 +49,14 @@ def before_after_preview(sample: PersonSample, source_64: np.ndarray, result_64:
         return None
     image = image.copy()
     x1, y1, x2, y2 = (int(round(v)) for v in sample.head_box_xyxy_px)
-    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
     height, width = image.shape[:2]
+    thickness = max(2, round(max(height, width) / 160))  # about 2 px once the preview is 320 px wide
+    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), thickness)
     for gx, gy in np.asarray(sample.gaze_points_norm, np.float32).reshape(-1, 2):
         if gx >= 0 and gy >= 0 and sample.inout == 1:
-            cv2.circle(image, (int(gx * width), int(gy * height)), 4, (255, 255, 255), -1)
-    panels = [cam_overlay(image, source_64, "source (Grad-CAM)", max_side=320),
+            cv2.circle(image, (int(gx * width), int(gy * height)), 2 * thickness, (255, 255, 255), -1)
+    person = sample.sample_id.rsplit("/", 1)[-1]
+    source_caption = f"{person} | {answer}" if answer else f"{person} | source"
+    panels = [cam_overlay(image, source_64, source_caption[:44], max_side=320),
               cam_overlay(image, result_64, title, max_side=320)]
     return np.concatenate(panels, axis=1)
