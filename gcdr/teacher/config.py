@@ -82,6 +82,8 @@ class TeacherConfig:
     eta: float = 1.0                       # DDIM eta (1 = stochastic, as GCDR)
 
     def __post_init__(self) -> None:
+        if self.val_split is None:  # `--set teacher.val_split=none` parses as null
+            self.val_split = "none"
         _check_choices("teacher", self, consistency=("kl", "mse"), val_split=("test", "none"),
                        objective=("diffusion", "direct"))
         if self.objective == "direct" and (self.mean_teacher or not self.prior):
