@@ -12,6 +12,18 @@ Per person, from a predicted heatmap P (64x64; GazeFollow also takes any h x w) 
     [max(0, int(64g - 9)), min(int(64g + 10), end)) per axis. L2 on in-frame frames only; in/out AP over
     all frames with a known flag (label 1 = in frame) with ``sklearn.metrics.average_precision_score``.
 
+- ChildPlay (``dataset="childplay"``): the VideoAttentionTarget metrics above, frame by frame (ChildPlay's
+  reference evaluation uses the same 64x64 square target), plus **P.Head**, the precision of looking at heads:
+  over in-frame persons whose predicted point falls in the head box of another annotated person of the same
+  image, the fraction whose true point falls in one too (any head, not necessarily the same). Persons whose
+  in/out is unknown (ChildPlay's occluded / uncertain / gaze-shift / eyes-closed classes) are in no metric.
+- GOO (``dataset="goo"``): GOO's own evaluation (GOO-GAZE2021 ``evaluate_chong.py``): per person, P resized to
+  5x5 with ``cv2.resize`` (bilinear, float), target = the one cell (int(5 g_y), int(5 g_x)), ROC AUC averaged over
+  persons; L2 = |p - g| (one point); ``angular`` = the angle in degrees between p - e and g - e (e = the eye /
+  head point, normalised coordinates), averaged over persons with an eye point. One protocol for all three
+  ``protocol`` values (GOO has one). The GazeFollow-style AUC at the image size is ``dataset="gazefollow"`` on the
+  same samples.
+
 Protocols: how P becomes the ranked scores (they differ in ties, borders and rounding only):
 
 - "gcdr" (default). GazeFollow: GCDR's eval loop (``train_gazefollow_semisup.py``): per-sample
@@ -52,6 +64,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -64,16 +77,20 @@ from gcdr.heatmaps import HEATMAP_SIZE, argmax_point_norm, as_numpy, normalize_h
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("gcdr", "vat", "gazelle")
-DATASETS = ("gazefollow", "videoattentiontarget")
+DATASETS = ("gazefollow", "videoattentiontarget", "childplay", "goo")
+# datasets evaluated frame by frame on the 64x64 grid with in/out AP (VideoAttentionTarget's metrics)
+_FRAME_DATASETS = ("videoattentiontarget", "childplay")
+INOUT_DATASETS = _FRAME_DATASETS  # datasets whose protocol scores in/out (AP): frames with known in/out
+GOO_AUC_GRID = 5  # GOO's AUC grid (evaluate_chong.py: cv2.resize to 5x5)
 # Half-width of the Gaussian patch (docs/official-code.md#gaussian-target) (3 sigma, sigma = 3): the patch spans int(p - 9) .. int(p + 10) - 1.
 _GAUSSIAN_RADIUS = 9
 # Up to this many distinct positive values the AUC counts by comparison passes; beyond, it sorts.
 _MAX_COMPARISON_PASSES = 16
 
 __all__ = [
-    "DATASETS", "PROTOCOLS", "auc_from_scores", "evaluate", "evaluate_points",
-    "gazefollow_auc", "gazefollow_target_indices", "l2_distances", "upsample_heatmap",
-    "videoattention_auc", "videoattention_target_64",
+    "DATASETS", "INOUT_DATASETS", "PROTOCOLS", "auc_from_scores", "evaluate", "evaluate_points",
+    "gazefollow_auc", "gazefollow_target_indices", "goo_angular_error", "goo_auc", "l2_distances",
+    "looking_at_head_precision", "upsample_heatmap", "videoattention_auc", "videoattention_target_64",
 ]
 
 
@@ -277,6 +294,69 @@ def _bytescale(heatmap: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# GOO and ChildPlay additions
+
+
+def goo_auc(heatmap: np.ndarray | torch.Tensor, gaze_point_norm: Sequence[float] | np.ndarray) -> float:
+    """GOO's AUC of one person: P resized to 5x5 by ``cv2.resize`` (INTER_LINEAR, float32, no normalisation),
+    target = the single cell (row int(5 g_y), col int(5 g_x)), clamped to 4 (GOO's code has no clamp and fails
+    at g = 1.0)."""
+    heatmap = np.ascontiguousarray(as_numpy(heatmap), np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"goo_auc expects a [h, w] map, got shape {heatmap.shape}")
+    scores = cv2.resize(heatmap, (GOO_AUC_GRID, GOO_AUC_GRID), interpolation=cv2.INTER_LINEAR)  # [5, 5]
+    x, y = (min(int(v * GOO_AUC_GRID), GOO_AUC_GRID - 1) for v in np.asarray(gaze_point_norm, np.float64).ravel()[:2])
+    return auc_from_scores(scores, np.array([y * GOO_AUC_GRID + x]))
+
+
+def goo_angular_error(point_norm: Sequence[float] | np.ndarray, gaze_point_norm: Sequence[float] | np.ndarray,
+                      eye_point_norm: Sequence[float] | np.ndarray) -> float:
+    """Angle in degrees between p - e and g - e in normalised coordinates, as GOO's evaluation: cosine with
+    1e-6 added to the product of the norms, clipped to [-1, 1]."""
+    eye = np.asarray(eye_point_norm, np.float64).ravel()[:2]
+    predicted = np.asarray(point_norm, np.float64).ravel()[:2] - eye
+    truth = np.asarray(gaze_point_norm, np.float64).ravel()[:2] - eye
+    cosine = float(predicted @ truth) / (float(np.linalg.norm(predicted) * np.linalg.norm(truth)) + 1e-6)
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def _in_any_box(point_px: np.ndarray, boxes_px: np.ndarray) -> bool:
+    """Whether (x, y) lies in any of the [n, 4] boxes, borders included."""
+    if len(boxes_px) == 0:
+        return False
+    x, y = point_px
+    return bool(((boxes_px[:, 0] <= x) & (x <= boxes_px[:, 2]) & (boxes_px[:, 1] <= y) & (y <= boxes_px[:, 3])).any())
+
+
+def looking_at_head_precision(points_norm: Sequence[np.ndarray], samples: Sequence[PersonSample]
+                              ) -> tuple[float, int]:
+    """ChildPlay's P.Head: (precision, number of predictions on a head).
+
+    points_norm: the predicted point (x, y) per sample, None for samples that are not scored. For every scored
+    in-frame person, a prediction "looks at a head" when it falls in the head box of another sample of the same
+    image (``image_path``; pixels via ``image_size_wh``, borders included; the person's own box excluded); the
+    truth looks at a head when its point does. Precision = both / predicted; NaN when no prediction does.
+    """
+    boxes_by_image: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {}
+    for sample in samples:
+        boxes_by_image.setdefault(sample.image_path, []).append((sample.sample_id, sample.head_box_xyxy_px))
+    predicted_on_head = true_positive = 0
+    for point, sample in zip(points_norm, samples):
+        if point is None:
+            continue
+        others = np.array([box for sample_id, box in boxes_by_image[sample.image_path]
+                           if sample_id != sample.sample_id], np.float64).reshape(-1, 4)
+        size = np.asarray(_image_size_wh(sample, None), np.float64)
+        if _in_any_box(np.asarray(point, np.float64) * size, others):
+            predicted_on_head += 1
+            truth = _valid_gaze_points(sample)
+            true_positive += int(any(_in_any_box(g * size, others) for g in truth))
+    if predicted_on_head == 0:
+        return float("nan"), 0
+    return true_positive / predicted_on_head, predicted_on_head
+
+
+# ---------------------------------------------------------------------------------------------------------
 # datasets
 
 
@@ -293,7 +373,8 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
                     or no point with non-negative coordinates) are left out of AUC/L2 and counted.
     inout_scores:   [N] in/out scores (logits or probabilities, higher = in frame) -> "ap" over the samples
                     whose in/out flag is known (1 or 0).
-    dataset:        "gazefollow" (AUC at the original image size) | "videoattentiontarget" (AUC on 64x64).
+    dataset:        "gazefollow" (AUC at the original image size) | "videoattentiontarget" (AUC on 64x64) |
+                    "childplay" (videoattentiontarget's metrics + P.Head) | "goo" (GOO's 5x5 AUC, L2, angle).
     protocol:       "gcdr" (default) | "vat" | "gazelle", see the module docstring.
     image_sizes_wh: optional [N] (W, H) overriding ``sample.image_size_wh`` (GazeFollow AUC needs one).
     per_sample:     also return "per_sample": a list of {sample_id, auc, min_l2, avg_l2} (NaN when skipped).
@@ -303,7 +384,9 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
     Returns {"auc", "min_l2", "avg_l2", "n" (persons scored), "n_skipped" (persons not scored: no in-frame
     gaze, or ``unreadable``), "n_unreadable", "n_total" (= n + n_skipped)}; for
     videoattentiontarget also "l2" (= avg_l2; one point per frame), "n_in" (= n, in-frame frames scored),
-    and "ap" with "n_ap" (NaN / 0 without in/out scores). Means are NaN when nothing was scored.
+    and "ap" with "n_ap" (NaN / 0 without in/out scores); childplay also "p_head" with "n_p_head" (predictions
+    on another person's head); goo also "l2" (= avg_l2) and "angular" (degrees) with "n_angular". Means are
+    NaN when nothing was scored.
     """
     _check_protocol(protocol)
     if dataset not in DATASETS:
@@ -315,18 +398,27 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
         raise ValueError(f"{len(image_sizes_wh)} image sizes for {len(samples)} samples")
 
     rows = []
+    points: list[np.ndarray | None] = []  # argmax point of every scored sample (P.Head)
+    angles: list[float] = []  # GOO angular errors
     for index, (heatmap, sample) in enumerate(zip(heatmaps, samples)):
         gaze_points = _valid_gaze_points(sample)  # [K, 2]
         if len(gaze_points) == 0:
             rows.append((sample.sample_id, np.nan, np.nan, np.nan))
+            points.append(None)
             continue
         if heatmap.ndim != 2 or not np.isfinite(heatmap).all():
             raise ValueError(f"sample {sample.sample_id} ({sample.source}): heatmap of shape {heatmap.shape} "
                              "must be 2-D and finite")
-        min_l2, avg_l2 = l2_distances(argmax_point_norm(heatmap), gaze_points)
+        point = np.asarray(argmax_point_norm(heatmap), np.float64)
+        points.append(point)
+        min_l2, avg_l2 = l2_distances(point, gaze_points)
         if dataset == "gazefollow":
             size_wh = _image_size_wh(sample, None if image_sizes_wh is None else image_sizes_wh[index])
             auc = gazefollow_auc(heatmap, gaze_points, size_wh, protocol)
+        elif dataset == "goo":
+            auc = goo_auc(heatmap, gaze_points.mean(axis=0))
+            if sample.eye_point_norm is not None:
+                angles.append(goo_angular_error(point, gaze_points.mean(axis=0), sample.eye_point_norm))
         else:
             auc = _videoattention_auc_of(sample, heatmap, gaze_points, protocol)
         rows.append((sample.sample_id, auc, min_l2, avg_l2))
@@ -349,10 +441,15 @@ def evaluate(heatmaps_64: np.ndarray | torch.Tensor | Sequence[np.ndarray], samp
         "n": len(scored), "n_skipped": n_skipped + unreadable, "n_unreadable": unreadable,
         "n_total": len(rows) + unreadable,
     }
-    if dataset == "videoattentiontarget":
+    if dataset in _FRAME_DATASETS:
         result["l2"] = result["avg_l2"]
         result["n_in"] = len(scored)
         result["ap"], result["n_ap"] = float("nan"), 0
+    if dataset == "childplay":
+        result["p_head"], result["n_p_head"] = looking_at_head_precision(points, samples)
+    if dataset == "goo":
+        result["l2"] = result["avg_l2"]
+        result["angular"], result["n_angular"] = _mean(angles), len(angles)
     if inout_scores is not None:
         result["ap"], result["n_ap"] = _inout_average_precision(inout_scores, samples)
     if per_sample:

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # tiny settings of the ``student:`` section per registered student (a new student adds its own here)
 TINY = {
     "vat": dict(vat_width=4, vat_input_size=64),
+    "vat-video": dict(vat_width=4, vat_input_size=64),
     "gazelle": dict(gazelle_backbone="tiny-dinov2", gazelle_input_size=56, gazelle_dim=16, gazelle_layers=1,
                     gazelle_heads=2, gazelle_inout=True),
 }

@@ -3,6 +3,8 @@
     load_samples(cfg, split)   the one entry point stages use; split in train | test | labeled | unlabeled
     gazefollow.py              GazeFollow train / test files and GCDR's persondet / split files
     videoattention.py          VideoAttentionTarget track files
+    childplay.py               ChildPlay clip CSV files
+    goo.py                     GOO (GOO-Real / GOO-Synth) pickle files
     headboxes.py               plain head-box files for any folder of images (no labels)
     splits.py                  labeled / unlabeled splits (files for GazeFollow, tracks for VAT)
     images.py                  decoding images, header-only image sizes
@@ -17,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from gcdr.config import section
+from gcdr.data.childplay import SUBSETS as CHILDPLAY_SUBSETS
+from gcdr.data.childplay import read_childplay
 from gcdr.data.gazefollow import AnnotationError, read_gazefollow
+from gcdr.data.goo import read_goo, split_persons
 from gcdr.data.headboxes import read_headbox_folder
 from gcdr.data.images import ImageReadError, image_size_wh, load_image_rgb
 from gcdr.data.sample import IN_FRAME, INOUT_UNKNOWN, OUT_OF_FRAME, PersonSample
@@ -27,13 +32,15 @@ from gcdr.paths import split_files
 
 __all__ = [
     "AnnotationError", "DatasetConfig", "ImageReadError", "IN_FRAME", "INOUT_UNKNOWN", "OUT_OF_FRAME",
-    "PersonSample", "SPLITS", "image_size_wh", "load_image_rgb", "load_samples", "read_gazefollow",
-    "read_headbox_folder", "read_videoattention",
+    "PersonSample", "SPLITS", "image_size_wh", "load_image_rgb", "load_samples", "read_childplay", "read_gazefollow",
+    "read_goo", "read_headbox_folder", "read_videoattention",
 ]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("gazefollow", "videoattentiontarget", "headboxes")
+FORMATS = ("gazefollow", "videoattentiontarget", "childplay", "goo", "headboxes")
+# the image folder of each format when dataset.images_dir is null
+DEFAULT_IMAGES_DIRS = {"videoattentiontarget": "images", "childplay": "images", "goo": "finalrealdatasetImgsV3"}
 SPLITS = ("train", "test", "labeled", "unlabeled")
 
 
@@ -41,21 +48,26 @@ SPLITS = ("train", "test", "labeled", "unlabeled")
 class DatasetConfig:
     """The ``dataset:`` config section. Relative paths are relative to ``root``.
 
-    format:          gazefollow | videoattentiontarget | headboxes.
+    format:          gazefollow | videoattentiontarget | childplay | goo | headboxes.
     root:            dataset root; GazeFollow image paths in the files are relative to it.
     train_file, test_file: gazefollow: annotation files (17/16 or GCDR 21/20 columns);
                      videoattentiontarget: track folders, e.g. annotations/train (annotations_body/train
-                     for GCDR's body boxes).
+                     for GCDR's body boxes); childplay: clip-CSV folders (annotations/train, annotations/test or
+                     annotations/val); goo: pickle files (GOO-Real: oneshotrealhumansNew.pickle,
+                     testrealhumansNew.pickle).
     on_error:        raise | skip: malformed annotation rows (and, later, unreadable images) raise an error
                      naming file and line, or are skipped, logged and counted.
-    images_dir:      videoattentiontarget: the frames folder (default ``images``); headboxes: the images.
+    images_dir:      videoattentiontarget, childplay: the frames folder (default ``images``); goo: the image folder
+                     (default ``finalrealdatasetImgsV3``, GOO-Real's dense set); headboxes: the images.
     heads:           headboxes: one head-box file, a list of them, or a folder of them (one per person).
     inverted_boxes:  repair (swap, gazelle) | drop (GCDR) GazeFollow head boxes with x_min > x_max.
     read_image_sizes: gazefollow: read every image header to set image_size_wh and clamp head boxes.
     inout_rule:      videoattentiontarget: vat (only (-1, -1) is out) | gazelle (docs/formats.md#videoattentiontarget).
     smooth_head_boxes: videoattentiontarget: 11-frame moving average of head boxes (VAT, gazelle).
     labeled_shows:   videoattentiontarget: shows whose tracks are labeled (GCDR's four by default);
-                     null = a seeded ratio of tracks from the ``split:`` section.
+                     null = a seeded ratio of tracks from the ``split:`` section. Not used by childplay / goo
+                     (always a seeded ratio: of person tracks / of persons).
+    childplay_subset: childplay: all | child | adult persons (the ``is_child`` column).
     """
 
     format: str = "gazefollow"
@@ -70,10 +82,11 @@ class DatasetConfig:
     inout_rule: str = "vat"
     smooth_head_boxes: bool = True
     labeled_shows: list[str] | None = dataclasses.field(default_factory=lambda: list(GCDR_LABELED_SHOWS))
+    childplay_subset: str = "all"
 
     def __post_init__(self) -> None:
         choices = {"format": FORMATS, "on_error": ("raise", "skip"), "inverted_boxes": ("repair", "drop"),
-                   "inout_rule": ("vat", "gazelle")}
+                   "inout_rule": ("vat", "gazelle"), "childplay_subset": CHILDPLAY_SUBSETS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"dataset.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -89,8 +102,9 @@ def load_samples(cfg: dict[str, Any], split: str) -> list[PersonSample]:
     cfg: the whole config (``dataset:`` section, and ``split:`` for labeled / unlabeled).
     split: "train" | "test" | "labeled" | "unlabeled". GazeFollow labeled / unlabeled come from the split
     files of ``gcdr.paths.split_files(cfg)`` (``make split``); VideoAttentionTarget's from
-    ``dataset.labeled_shows`` or a seeded ratio of tracks; a head-box folder has no labels, so every
-    split but "labeled" is the whole folder.
+    ``dataset.labeled_shows`` or a seeded ratio of tracks; ChildPlay's from a seeded ratio (``split.ratio``,
+    ``split.seed``) of person tracks (clip, person_id), GOO's of persons; a head-box folder has no labels, so
+    every split but "labeled" is the whole folder.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -99,6 +113,10 @@ def load_samples(cfg: dict[str, Any], split: str) -> list[PersonSample]:
         return _load_gazefollow(cfg, dataset, split)
     if dataset.format == "videoattentiontarget":
         return _load_videoattention(cfg, dataset, split)
+    if dataset.format == "childplay":
+        return _load_childplay(cfg, dataset, split)
+    if dataset.format == "goo":
+        return _load_goo(cfg, dataset, split)
     return _load_headboxes(dataset, split)
 
 
@@ -122,6 +140,41 @@ def _load_videoattention(cfg: dict[str, Any], dataset: DatasetConfig, split: str
     split_cfg = cfg.get("split") or {}
     labeled, unlabeled = split_videoattention(samples, labeled_shows=dataset.labeled_shows,
                                               ratio=split_cfg.get("ratio"), seed=int(split_cfg.get("seed", 0)))
+    return labeled if split == "labeled" else unlabeled
+
+
+def _images_dir(dataset: DatasetConfig) -> Path:
+    return dataset.path(dataset.images_dir or DEFAULT_IMAGES_DIRS[dataset.format])
+
+
+def _ratio_split(cfg: dict[str, Any], dataset_name: str) -> tuple[Any, int]:
+    """(split.ratio, split.seed) for a seeded labeled / unlabeled split; a missing ratio is a one-line error."""
+    split_cfg = cfg.get("split") or {}
+    ratio = split_cfg.get("ratio")
+    if ratio is None:
+        raise ValueError(f"{dataset_name} has no fixed labeled / unlabeled split: set split.ratio (and split.seed)")
+    return ratio, int(split_cfg.get("seed", 0))
+
+
+def _load_childplay(cfg: dict[str, Any], dataset: DatasetConfig, split: str) -> list[PersonSample]:
+    annotations_dir = dataset.path(dataset.test_file if split == "test" else dataset.train_file)
+    samples = read_childplay(annotations_dir, _images_dir(dataset), dataset.on_error,
+                             subset=dataset.childplay_subset)
+    if split in ("train", "test"):
+        return samples
+    ratio, seed = _ratio_split(cfg, "ChildPlay")
+    # whole person tracks (<clip>/<person_id>), as a seeded VideoAttentionTarget split; show names play no part
+    labeled, unlabeled = split_videoattention(samples, labeled_shows=None, ratio=ratio, seed=seed)
+    return labeled if split == "labeled" else unlabeled
+
+
+def _load_goo(cfg: dict[str, Any], dataset: DatasetConfig, split: str) -> list[PersonSample]:
+    file = dataset.path(dataset.test_file if split == "test" else dataset.train_file)
+    samples = read_goo(file, _images_dir(dataset), dataset.on_error)
+    if split in ("train", "test"):
+        return samples
+    ratio, seed = _ratio_split(cfg, "GOO")
+    labeled, unlabeled = split_persons(samples, ratio, seed)
     return labeled if split == "labeled" else unlabeled
 
 

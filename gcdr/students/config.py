@@ -17,13 +17,22 @@ VQA_BACKBONE = "vqa"  # gazelle_backbone value: the frozen vision tower of the c
 class StudentConfig:
     """The ``student:`` config section (``make train-student``).
 
-    model:             vat | gazelle.
+    model:             vat | vat-video | gazelle (gcdr.students.registry).
     backbone:          VAT pathways: resnet50 (official, weights load) | resnet18 (small stand-in).
     vat_width:         resnet18 channel width (None = 32); resnet50 ignores it.
     vat_input_size:    scene / face / head-channel side for VAT; 224 = VAT. Smaller (e.g. 128) is a CPU-demo
                        option: inputs are resized to it, the feature grid shrinks and the heatmap is
                        resized to 64x64 (not VAT any more, but 3-4x cheaper).
     vat_zero_init_output: start VAT's last 1x1 conv at zero (see VATSpatial); for short runs from scratch.
+    vat_lstm_layers:   vat-video: ConvLSTM layers (VAT: 2).
+    vat_video_trained: vat-video: decoder (VAT's recipe: only the ConvLSTM, the deconvolutions and conv4 at lr,
+                       fc_inout at 5 x lr) | all (every parameter at lr, the in/out branch at 5 x lr).
+    vat_skip_bn_for_single_row: vat-video: skip the residual blocks' and deconvolutions' BatchNorms for a
+                       one-row chunk, as VAT's code does (off: every BN always applied).
+    clip_length, chunk_length: clip students (vat-video): training windows of at most clip_length frames per
+                       track (VAT: 50), truncated back-propagation every chunk_length frames with the LSTM state
+                       carried (detached) to the next chunk (VAT: 3); batch_size = clips per batch (VAT: 16), an
+                       epoch = one window of every track (labeled_per_batch and steps_per_epoch do not apply).
     init_weights:      optional weights: VAT file (e.g. initial_weights_for_spatial_training.pt, name+shape
                        matching) or a Gaze-LLE decoder checkpoint (non-strict intersection).
     gazelle_backbone:  DINOv2 hub id (facebook/dinov2-base, -large), a local transformers directory, "vqa" =
@@ -48,6 +57,10 @@ class StudentConfig:
     lr, gazelle_lr:    Adam learning rate for VAT (2.5e-4) / Gaze-LLE (1e-3).
     lr_schedule:       auto (VAT: x0.2 at 60 % of the epochs as GCDR's [15] of 25; Gaze-LLE: cosine to 1e-7)
                        | multistep | cosine | constant.
+    inout_lr:          learning rate of the parameters whose name contains "inout" (None = the student's own:
+                       lr / gazelle_lr; vat-video: 5 x lr). Gaze-LLE on VideoAttentionTarget: 1e-2 with
+                       gazelle_lr 1e-5, gazelle_inout true, init_weights = a GazeFollow checkpoint,
+                       inout_loss_weight 1, 8 epochs, batch 60 (docs/official-code.md#gaze-lle-training-recipes).
     weight_decay:      Adam weight decay (0 in both recipes).
     pseudo_weight:     loss weight of pseudo-labeled rows (labeled rows: 1).
     unlabeled_inout:   ignore (clean: every valid pseudo-label is a target) | gt (GCDR as coded: drop
@@ -71,6 +84,11 @@ class StudentConfig:
     vat_width: int | None = None
     vat_input_size: int = 224
     vat_zero_init_output: bool = False
+    vat_lstm_layers: int = 2
+    vat_video_trained: str = "decoder"
+    vat_skip_bn_for_single_row: bool = False
+    clip_length: int = 50
+    chunk_length: int = 3
     init_weights: str | None = None
     gazelle_backbone: str = "facebook/dinov2-base"
     gazelle_input_size: int = 448
@@ -88,6 +106,7 @@ class StudentConfig:
     lr: float = 2.5e-4
     gazelle_lr: float = 1e-3
     lr_schedule: str = "auto"
+    inout_lr: float | None = None
     weight_decay: float = 0.0
     pseudo_weight: float = 1.0
     unlabeled_inout: str = "ignore"
@@ -106,10 +125,15 @@ class StudentConfig:
 
         choices = {"model": tuple(STUDENTS), "lr_schedule": ("auto", "multistep", "cosine", "constant"),
                    "unlabeled_inout": ("ignore", "gt"),
-                   "eval_protocol": ("auto", "gcdr", "vat", "gazelle")}
+                   "eval_protocol": ("auto", "gcdr", "vat", "gazelle"), "vat_video_trained": ("decoder", "all")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"student.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.inout_lr is not None and not self.inout_lr > 0:
+            raise ValueError(f"student.inout_lr must be > 0 or null, got {self.inout_lr}")
+        for name in ("vat_lstm_layers", "clip_length", "chunk_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"student.{name} must be >= 1, got {getattr(self, name)}")
         if self.labeled_per_batch is not None and not 0 < self.labeled_per_batch < self.batch_size:
             raise ValueError(f"student.labeled_per_batch must be in (0, batch_size={self.batch_size}), "
                              f"got {self.labeled_per_batch}")

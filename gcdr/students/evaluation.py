@@ -19,7 +19,7 @@ from tqdm import tqdm
 from gcdr.config import RunConfig
 from gcdr.data import load_samples
 from gcdr.data.sample import PersonSample
-from gcdr.metrics import evaluate
+from gcdr.metrics import INOUT_DATASETS, evaluate
 from gcdr.students.export import load_student
 from gcdr.students.gazelle import configured_gazelle_backbone
 from gcdr.students.student import Student
@@ -62,7 +62,8 @@ def predict_dataset(student: Student, dataset, batch_size: int = 32, device: str
     student emits a logit; None without an in/out head) for every dataset item.
 
     The persons of an image share a batch (:meth:`Student.predict_images`: Gaze-LLE runs its backbone once per
-    image, as the official multi-person forward).
+    image, as the official multi-person forward), unless the student batches its own way (clip students:
+    :meth:`Student.own_batches`).
     """
     from torch.utils.data import DataLoader
 
@@ -70,7 +71,9 @@ def predict_dataset(student: Student, dataset, batch_size: int = 32, device: str
     heatmaps = np.zeros((len(dataset), 64, 64), np.float32)
     inouts = np.zeros(len(dataset), np.float32)
     has_inout = False
-    loader = DataLoader(dataset, batch_sampler=image_grouped_batches(dataset, batch_size), num_workers=num_workers)
+    own = student.own_batches(dataset, batch_size)  # clip students: chunks of whole tracks
+    items, batches = own if own is not None else (dataset, image_grouped_batches(dataset, batch_size))
+    loader = DataLoader(items, batch_sampler=batches, num_workers=num_workers)
     for batch in tqdm(loader, desc="predict", disable=not progress):
         batch = {k: v.to(device) for k, v in batch.items()}
         paths = [dataset.samples[i].image_path for i in batch["index"].tolist()]
@@ -106,7 +109,7 @@ def evaluate_student(model, loader, dataset, accelerator, protocol: str, dataset
     order = torch.cat(indices).tolist()
     first = sorted({i: row for row, i in reversed(list(enumerate(order)))}.values())  # rows of distinct items
     samples = [dataset.sample(order[row]) for row in first]
-    inout_scores = torch.cat(inouts).numpy()[first] if dataset_format == "videoattentiontarget" else None
+    inout_scores = torch.cat(inouts).numpy()[first] if dataset_format in INOUT_DATASETS else None
     base = getattr(dataset, "base", dataset)  # a CachedFeatureDataset's GazeDataset
     unreadable = len(getattr(base, "skipped", [])) + len(dataset) - len(first)
     metrics = evaluate(torch.cat(heatmaps).numpy()[first], samples, inout_scores=inout_scores,
@@ -130,7 +133,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt: str | Path, protocol: str = "
     # an image that became unreadable since (seen only with num_workers=0) is left out too, never scored
     read = [i for i in range(len(dataset)) if i not in dataset.unreadable]
     samples = [dataset.sample(i) for i in read]
-    scores = inout[read] if inout is not None and dataset_format == "videoattentiontarget" else None
+    scores = inout[read] if inout is not None and dataset_format in INOUT_DATASETS else None
     metrics = evaluate(heatmaps[read], samples, inout_scores=scores, dataset=dataset_format, protocol=protocol,
                        unreadable=len(dataset.skipped) + len(dataset) - len(read))
     return {"metrics": metrics, "protocol": protocol, "dataset": dataset_format, "checkpoint": str(ckpt),

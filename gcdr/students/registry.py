@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 from gcdr.students.gazelle import GazeLLEStudent
 from gcdr.students.student import Student
 from gcdr.students.vat import VATStudent
+from gcdr.students.vat_video import VATVideoStudent
 
 if TYPE_CHECKING:
     from gcdr.students.config import StudentConfig
 
 STUDENTS: dict[str, type[Student]] = {
+    "vat-video": VATVideoStudent,  # before "vat": official files are claimed by the first student that reads them
     "vat": VATStudent,
     "gazelle": GazeLLEStudent,
 }

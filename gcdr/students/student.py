@@ -4,6 +4,8 @@ A student is an ``nn.Module`` that wraps its network (``self.model``: VATSpatial
 
     config_class        its model config dataclass (what ``config.json`` holds, plus ``"model": name``)
     config_from(s, out_root)   that config from the flat ``student:`` section (gcdr.students.config)
+    parameter_groups(cfg), own_batches(...)   optional: the optimiser's parameter groups, and batches of its
+                        own (clip students); the defaults keep every trainable parameter and person batches
     forward(batch, return_logits=False) -> (heatmap [B, 64, 64], in/out [B] or None)
                         on the batch dict of gcdr.data.dataset (one person per row); with
                         ``return_logits`` both before any final sigmoid (what :meth:`heatmap_loss` takes)
@@ -95,6 +97,23 @@ class Student(nn.Module):
     def heatmap_loss(heatmap_logits: torch.Tensor, target_64: torch.Tensor, mask: torch.Tensor,
                      weight: torch.Tensor, cfg: StudentConfig) -> torch.Tensor:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------------- optimiser and batches
+    def parameter_groups(self, cfg: StudentConfig) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+        """What the optimiser trains (Adam's first argument, at ``cfg.learning_rate`` unless a group says
+        otherwise); the default: every parameter that requires a gradient, and with ``cfg.inout_lr`` those whose
+        name contains "inout" in a group of their own at that rate (Gaze-LLE's VideoAttentionTarget recipe)."""
+        trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        if cfg.inout_lr is None:
+            return [p for _, p in trainable]
+        return [{"params": [p for name, p in trainable if "inout" not in name]},
+                {"params": [p for name, p in trainable if "inout" in name], "lr": cfg.inout_lr}]
+
+    def own_batches(self, dataset: Any, batch_size: int, train: bool = False,
+                    cfg: StudentConfig | None = None) -> tuple[Any, Any] | None:
+        """``(dataset, batch sampler)`` when the student batches a GazeDataset its own way (clip students:
+        chunks of clips, gcdr.data.clips), else None: persons in batches of ``batch_size`` (the default)."""
+        return None
 
     # ---------------------------------------------------------------------------------- weights
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -69,7 +69,11 @@ log = logging.getLogger("gcdr.train_student")
 STAGE = "train_student"
 # Fields that may change between a run and its resumption (the budget); any other change is another request.
 BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_threads")
-LABELED_DATASET_FORMATS = ("gazefollow", "videoattentiontarget")
+# settings added after requests were first recorded (the video student's): left out of the request at these
+# defaults, so that the runs written before them still match their request
+LATER_DEFAULTS = {"vat_lstm_layers": 2, "vat_video_trained": "decoder", "vat_skip_bn_for_single_row": False,
+                  "clip_length": 50, "chunk_length": 3, "inout_lr": None}
+LABELED_DATASET_FORMATS = ("gazefollow", "videoattentiontarget", "childplay", "goo")
 
 
 class NoTestLabelsError(UserError, ValueError):
@@ -95,7 +99,8 @@ def run_request(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None,
                 pseudo_fingerprint: str | None = None) -> dict[str, Any]:
     """What defines a run (everything but the budget): the StageOutput request, also stored in last.pt as its
     ``fingerprint``. ``pseudo_fingerprint``: the pseudo-label folder's content fingerprint; absent without one."""
-    values = {k: v for k, v in dataclasses.asdict(student).items() if k not in BUDGET_FIELDS}
+    values = {k: v for k, v in dataclasses.asdict(student).items()
+              if k not in BUDGET_FIELDS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     run = {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
            "dataset": dict(cfg.get("dataset") or {})}
     if pseudo:
@@ -203,13 +208,21 @@ def _train(cfg: RunConfig, student: StudentConfig, pseudo: str | None, folder: P
     train_set = training_set(cfg, folder, student)
     train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, accelerator)
 
-    sampler = EpochBatchSampler(train_set.labeled_indices, train_set.unlabeled_indices, student.batch_size,
-                                student.labeled_per_batch, student.steps_per_epoch, student.seed)
     loader_args = dict(num_workers=student.num_workers, pin_memory=accelerator.device.type == "cuda")
+    own_train = model.own_batches(train_ds, student.batch_size, train=True, cfg=student)  # clip students
+    if own_train is None:
+        sampler = EpochBatchSampler(train_set.labeled_indices, train_set.unlabeled_indices, student.batch_size,
+                                    student.labeled_per_batch, student.steps_per_epoch, student.seed)
+        test_loader = DataLoader(test_ds, batch_size=student.batch_size, shuffle=False, **loader_args)
+    else:
+        if accelerator.num_processes > 1:  # each process would get other chunks of the same clips
+            raise UserError(f"student.model {student.model!r} trains on chunks of clips: run it in one process")
+        train_ds, sampler = own_train
+        test_ds, test_sampler = model.own_batches(test_ds, student.batch_size, train=False, cfg=student)
+        test_loader = DataLoader(test_ds, batch_sampler=test_sampler, **loader_args)
     train_loader = DataLoader(train_ds, batch_sampler=sampler, **loader_args)
-    test_loader = DataLoader(test_ds, batch_size=student.batch_size, shuffle=False, **loader_args)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=student.learning_rate, weight_decay=student.weight_decay)
+    optimizer = torch.optim.Adam(model.parameter_groups(student), lr=student.learning_rate,
+                                 weight_decay=student.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(student, student.epochs))
 
     start_epoch, global_step, history = 0, 0, []

@@ -14,6 +14,7 @@ from typing import Any
 from gcdr.atomic import write_json_atomic, write_text_atomic
 from gcdr.data.sample import PersonSample
 from gcdr.errors import UserError
+from gcdr.metrics import DATASETS
 from gcdr.provenance import write_provenance
 from gcdr_tools.gallery.config import InspectConfig
 from gcdr_tools.gallery.contact_sheet import write_contact_sheet
@@ -137,6 +138,6 @@ def inspect_from_config(cfg: dict[str, Any], folders: Sequence[str | os.PathLike
             note = f"{len(found):,} of {len(ids):,} persons of the first folder matched in " + ", ".join(used)
         else:
             note = "none found in the dataset splits"
-    metric_dataset = "videoattentiontarget" if dataset_format == "videoattentiontarget" else "gazefollow"
+    metric_dataset = dataset_format if dataset_format in DATASETS else "gazefollow"  # head boxes: no labels
     return build_gallery(columns, out_dir, samples, config, dataset=metric_dataset, ground_truth_note=note,
                          run_config=cfg)
