@@ -73,8 +73,8 @@ lint: install
 	$(PY) -m ruff check gcdr gcdr_tools pipelines tests
 
 data-synth: install
-	$(call uses,DATA OUT)
-	$(RUN) pipelines.data_synth $(ARGS)
+	$(call uses,DATA OUT RESTART)
+	$(RUN) pipelines.data_synth $(ARGS) $(RESTART_ARG)
 
 split: install
 	$(call uses,DATA OUT RATIO SEED RESTART)

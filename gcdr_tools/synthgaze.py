@@ -1119,6 +1119,22 @@ def _person_rows(scene: SynthScene, person: SynthPerson, split: str, rel_path: s
 # Generation
 # ----------------------------------------------------------------------------------------------------------------
 
+def config_differences(out_dir: str | os.PathLike, config: SynthConfig) -> list[str]:
+    """What differs between the SynthGaze dataset in ``out_dir`` and ``config`` (``["synth.seed: 0 -> 1"]``);
+    empty when there is no dataset there or it is the same."""
+    from gcdr.stage_output import request_differences
+
+    info_path = Path(out_dir) / INFO_FILE
+    try:
+        info = json.loads(info_path.read_text()) if info_path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        info = None
+    if info is None:
+        return []
+    return request_differences({"synth": info.get("config"), "generator_version": info.get("generator_version")},
+                               {"synth": config.to_dict(), "generator_version": GENERATOR_VERSION})
+
+
 def _info_matches(out_dir: Path, config: SynthConfig) -> dict[str, Any] | None:
     info_path = out_dir / INFO_FILE
     if not info_path.is_file():

@@ -456,3 +456,20 @@ def test_a_killed_generation_leaves_nothing_behind_after_the_next_run(tmp_path):
         (tmp_path / f".data.{kind}-{dead_pid}" / "train").mkdir(parents=True)
     generate_synthgaze(tmp_path / "data", SynthConfig(train_persons=3, test_persons=1), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_make_data_synth_refuses_a_dataset_of_another_config_in_one_line(tmp_path: Path, capsys):
+    from gcdr.locking import run_stage
+    from pipelines import data_synth
+
+    base = ["--no-progress", "--set", f"dataset.root={tmp_path / 'ds'}", "--set", "synth.train_persons=6",
+            "--set", "synth.test_persons=2", "--set", "synth.test_annotators=2"]
+    data_synth.main(base)
+    stamp = (tmp_path / "ds" / TRAIN_FILE).stat().st_mtime_ns
+    with pytest.raises(SystemExit) as stopped:
+        run_stage(data_synth.main, [*base, "--set", "synth.seed=5"])
+    assert stopped.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error:") and "synth.seed: 0 -> 5" in error and "--restart" in error
+    assert (tmp_path / "ds" / TRAIN_FILE).stat().st_mtime_ns == stamp  # untouched
+    assert not data_synth.main([*base, "--set", "synth.seed=5", "--restart"])["skipped"]
