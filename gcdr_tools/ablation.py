@@ -20,11 +20,15 @@ finished work and a killed call continues.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gcdr import paths
+from gcdr.atomic import write_text_atomic
+from gcdr.config import load_config, section
+from gcdr.provenance import write_provenance
 
 log = logging.getLogger(__name__)
 SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
@@ -369,3 +373,32 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+def run_ablation(config: str, overrides: list[str], report: str = "ablation", jobs: int = 2,
+                 report_only: bool = False) -> str:
+    """Run (or resume) every stage of the ablation of ``config`` + ``overrides`` and write the report into
+    <out_root>/<report>/; returns the markdown tables."""
+    cfg = load_config(config, overrides)
+    ablation = section(cfg, "ablation", AblationConfig)
+    out = paths.out_root(cfg) / report
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(out / f"{report}.log")])
+    plan = plan_ablation(cfg, ablation)
+    from gcdr_tools.stages import run_stages, stage_runner
+
+    start = time.perf_counter()
+    timings = {} if report_only else run_stages(plan.stages, stage_runner(config, overrides, out / "logs", jobs),
+                                                jobs)
+    students, quality = student_table(plan), quality_table(cfg, plan)
+    students.to_csv(out / "students.csv", index=False)
+    quality.to_csv(out / "quality.csv", index=False)
+    text = f"# GCDR {report} on {cfg.get('name')}\n\n" + summary_markdown(students, quality, ablation)
+    write_text_atomic(out / "results.md", text)
+    plot_ablation(out / "results.png", students, ablation)
+    write_provenance(out, report, cfg, timings=timings, wall_s=round(time.perf_counter() - start, 1))
+    print(text)
+    return text

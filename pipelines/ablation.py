@@ -9,50 +9,12 @@ resumes, so a second call only adds what is missing (and `make demo`'s runs are 
 from __future__ import annotations
 
 import argparse
-import logging
-import time
 
-from gcdr import paths
-from gcdr.atomic import write_text_atomic
-from gcdr.config import add_config_args, load_config, section
+from gcdr.config import add_config_args
 from gcdr.locking import run_stage
-from gcdr.provenance import write_provenance
-from gcdr_tools.ablation import (
-    AblationConfig,
-    plan_ablation,
-    plot_ablation,
-    quality_table,
-    student_table,
-    summary_markdown,
-)
-from gcdr_tools.stages import run_stages, stage_runner
+from gcdr_tools.ablation import run_ablation
 
-log = logging.getLogger("gcdr.ablation")
-
-
-def run_ablation(config: str, overrides: list[str], report: str = "ablation", jobs: int = 2,
-                 report_only: bool = False) -> str:
-    """Run (or resume) every stage of the ablation of ``config`` + ``overrides`` and write the report into
-    <out_root>/<report>/; returns the markdown tables."""
-    cfg = load_config(config, overrides)
-    ablation = section(cfg, "ablation", AblationConfig)
-    out = paths.out_root(cfg) / report
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(out / f"{report}.log")])
-    plan = plan_ablation(cfg, ablation)
-    start = time.perf_counter()
-    timings = {} if report_only else run_stages(plan.stages, stage_runner(config, overrides, out / "logs", jobs),
-                                                jobs)
-    students, quality = student_table(plan), quality_table(cfg, plan)
-    students.to_csv(out / "students.csv", index=False)
-    quality.to_csv(out / "quality.csv", index=False)
-    text = f"# GCDR {report} on {cfg.get('name')}\n\n" + summary_markdown(students, quality, ablation)
-    write_text_atomic(out / "results.md", text)
-    plot_ablation(out / "results.png", students, ablation)
-    write_provenance(out, report, cfg, timings=timings, wall_s=round(time.perf_counter() - start, 1))
-    print(text)
-    return text
+__all__ = ["main", "run_ablation"]
 
 
 def main(argv: list[str] | None = None) -> str:
