@@ -1,1 +1,2 @@
-"""Tools beside the method (gcdr never imports them): the gallery; later the demo, benchmarks, SynthGaze."""
+"""Tools beside the method (gcdr never imports them): SynthGaze and its stand-in VQA, the ablation and demo, the
+benchmarks, the gallery."""
