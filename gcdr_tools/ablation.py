@@ -339,7 +339,8 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
 
     from gcdr.atomic import atomic_path
 
-    sources = [s for s in list(SOURCES_FIXED) + [f"+ GCDR T={ablation.main_T}", "full supervision"]]
+    sources = (list(SOURCES_FIXED) + [f"+ GCDR T={ablation.main_T}"]
+               + [f"+ {source}" for source in ablation.extra_sources] + ["full supervision"])
     ratios = sorted(float(r) for r in ablation.ratios)
     metrics = (("avg_l2", "avg L2 (lower is better)"), ("auc", "AUC (higher is better)"))
     fig, axes = plt.subplots(len(ablation.students), 2, figsize=(14, 4.5 * len(ablation.students)), squeeze=False)
