@@ -19,8 +19,25 @@ import torch
 from gcdr.pseudolabels import PseudoLabelFolder
 
 
+def cpu_signature() -> str:
+    """The CPU's model name, its vector-instruction flags and torch's kernel class: runs agree to the bit only
+    where these agree (the same kernels, the same float arithmetic)."""
+    model, flags = "unknown", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            if key.strip() == "flags" and not flags:
+                flags = " ".join(sorted(f for f in value.split() if f.startswith(("avx", "fma", "sse", "amx"))))
+    except OSError:
+        pass
+    return f"{model} | {torch.backends.cpu.get_cpu_capability()} | {hashlib.sha256(flags.encode()).hexdigest()[:12]}"
+
+
 def smoke_digest(out: Path) -> dict:
-    digest: dict = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "folders": {}}
+    digest: dict = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_signature(),
+                    "folders": {}}
     for folder in sorted(p.parent for p in out.glob("**/pseudo/**/summary.json")):
         labels = PseudoLabelFolder(folder)
         sha, sums = hashlib.sha256(), []

