@@ -144,12 +144,16 @@ def predict_stage(cfg: dict[str, Any], ckpt: str | Path, images_dir: str | Path,
                   out_dir: str | Path | None = None, batch_size: int = 32, device: str | None = None,
                   on_error: str = "raise") -> pd.DataFrame:
     """``make predict``: :func:`predict_folder` with the config's head-box convention (``dataset.format``, as the
-    student was trained) and Gaze-LLE backbone; ``out_dir`` default ``<out_root>/predict/<ckpt parent>-<stem>``;
+    student was trained; GazeFollow's for a head-box dataset) and Gaze-LLE backbone; ``out_dir`` default
+    ``<out_root>/predict/<images folder>-<ckpt parent>-<stem>`` (another image folder never overwrites it);
     writes provenance.json there."""
     cfg = RunConfig(cfg)
     ckpt = Path(ckpt)
-    out_dir = Path(out_dir) if out_dir else paths.out_root(cfg) / "predict" / f"{ckpt.parent.name}-{ckpt.stem}"
-    table = predict_folder(ckpt, images_dir, heads, out_dir, batch_size, device, on_error, cfg.dataset.format,
+    out_dir = Path(out_dir) if out_dir else (paths.out_root(cfg) / "predict"
+                                             / f"{Path(images_dir).resolve().name}-{ckpt.parent.name}-{ckpt.stem}")
+    # own images (IMAGES=, a head-box dataset) say nothing of how the student was trained: GazeFollow's convention
+    convention = "gazefollow" if cfg.dataset.format == "headboxes" else cfg.dataset.format
+    table = predict_folder(ckpt, images_dir, heads, out_dir, batch_size, device, on_error, convention,
                            backbone=configured_gazelle_backbone(cfg))
     write_provenance(out_dir, "predict", cfg, checkpoint=str(ckpt), images=str(images_dir), heads=heads)
     return table
