@@ -57,10 +57,15 @@ class VATEncoder(nn.Module):
     forward(scene [B, 3, 224, 224], head_channel [B, 1, 224, 224], face [B, 3, 224, 224])
         -> fused feature [B, out_channels, 7, 7] = cat(attended scene map, face map).
     ``forward_with_attention`` also returns the attention map [B, 1, 7, 7] (softmax over the 49 cells).
+    ``extra_attention_inputs`` > 0 (not VAT; VAT-GC's Grad-CAM map): the attention layer also reads an ``extra``
+    vector [B, extra_attention_inputs], concatenated as [head vector, extra, face vector]; 0 = VAT exactly.
     """
 
-    def __init__(self, backbone: str = "resnet50", width: int | None = None, input_size: int = VAT_INPUT_SIZE):
+    def __init__(self, backbone: str = "resnet50", width: int | None = None, input_size: int = VAT_INPUT_SIZE,
+                 extra_attention_inputs: int = 0):
         super().__init__()
+        if extra_attention_inputs < 0:
+            raise ValueError(f"extra_attention_inputs must be >= 0, got {extra_attention_inputs}")
         if backbone not in _BACKBONES:
             raise ValueError(f"unknown VAT backbone {backbone!r}; choose from {sorted(_BACKBONES)}")
         block, blocks, layer5_blocks, default_width = _BACKBONES[backbone]
@@ -73,6 +78,7 @@ class VATEncoder(nn.Module):
         widths = (width, 2 * width, 4 * width, 8 * width)
         layer5_planes = 4 * width  # resnet50: 256 planes -> 1024 out; resnet18 (width 32): 128 out
         self.pathway_channels = layer5_planes * block.expansion  # 1024 for resnet50
+        self.extra_attention_inputs = extra_attention_inputs
 
         # attribute order = state-dict order = VAT's
         self.conv1_scene = nn.Conv2d(4, width, kernel_size=7, stride=2, padding=3, bias=False)
@@ -83,7 +89,8 @@ class VATEncoder(nn.Module):
         self.bn1_face = nn.BatchNorm2d(width)
         self.layer1_face, self.layer2_face, self.layer3_face, self.layer4_face, self.layer5_face = (
             self._pathway(block, width, widths, blocks, layer5_planes, layer5_blocks))
-        self.attn = nn.Linear(head_side * head_side + self.pathway_channels, self.grid * self.grid)
+        self.attn = nn.Linear(head_side * head_side + extra_attention_inputs + self.pathway_channels,
+                              self.grid * self.grid)
 
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -105,21 +112,28 @@ class VATEncoder(nn.Module):
             x = getattr(self, f"layer{i}_{which}")(x)
         return x  # [B, C_path, 7, 7]
 
-    def forward_with_attention(self, scene: torch.Tensor, head_channel: torch.Tensor,
-                               face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fused [B, out_channels, 7, 7], attention [B, 1, 7, 7])."""
+    def forward_with_attention(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor,
+                               extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fused [B, out_channels, 7, 7], attention [B, 1, 7, 7]); ``extra`` [B, extra_attention_inputs] when
+        the encoder was built with them (else None)."""
+        if (extra is None) != (self.extra_attention_inputs == 0):
+            raise ValueError(f"this encoder takes {self.extra_attention_inputs} extra attention inputs, got "
+                             f"{None if extra is None else tuple(extra.shape)}")
         scene, head_channel, face = self._fit_inputs(scene, head_channel, face)
         face_map = self._run_pathway(face, "face")  # [B, C, 7, 7]
         head_vector = self.maxpool(self.maxpool(self.maxpool(head_channel))).flatten(1)  # [B, 784]
         face_vector = F.adaptive_avg_pool2d(face_map, 1).flatten(1)  # [B, C]
-        attention = self.attn(torch.cat([head_vector, face_vector], dim=1))  # [B, 49]
+        parts = [head_vector, face_vector] if extra is None else [head_vector, extra.to(face_vector.dtype),
+                                                                   face_vector]
+        attention = self.attn(torch.cat(parts, dim=1))  # [B, 49]
         attention = F.softmax(attention, dim=1).view(-1, 1, self.grid, self.grid)  # [B, 1, 7, 7]
         scene_map = self._run_pathway(torch.cat([scene, head_channel], dim=1), "scene")  # [B, C, 7, 7]
         fused = torch.cat([attention * scene_map, face_map], dim=1)  # [B, 2C, 7, 7]
         return fused, attention
 
-    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(scene, head_channel, face)[0]
+    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_with_attention(scene, head_channel, face, extra)[0]
 
     def _fit_inputs(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Resize inputs to ``input_size`` (area averaging) when they differ; a no-op for VAT's 224."""

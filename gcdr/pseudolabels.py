@@ -724,3 +724,35 @@ class PseudoLabelFolder:
             answer=str(row["answer"]), key_noun=str(row["key_noun"]), image_path=str(row["image_path"]),
             head_box_xyxy_px=tuple(_float_or_nan(row[c]) for c in MANIFEST_COLUMNS[2:6]), source=str(row["source"]),
         )
+
+
+class PseudoLabelFolders:
+    """Read-only lookup of a sample id in several :class:`PseudoLabelFolder` (the first that holds it answers):
+    e.g. the Grad-CAM folders of the train and of the test persons, read as one by a student whose input
+    includes the Grad-CAM map (gcdr.students.vat.VATGCStudent). Offers what GazeDataset's ``pseudo`` reads."""
+
+    def __init__(self, folders):
+        self.folders = list(folders)
+
+    def _holder(self, sample_id: str) -> PseudoLabelFolder:
+        for folder in self.folders:
+            if sample_id in folder:
+                return folder
+        raise KeyError(f"sample {sample_id!r} not in any of the folders {[str(f.folder) for f in self.folders]}")
+
+    def __contains__(self, sample_id: str) -> bool:
+        return any(sample_id in folder for folder in self.folders)
+
+    def __len__(self) -> int:
+        return len({sid for folder in self.folders for sid in folder.sample_ids})
+
+    def is_valid(self, sample_id: str) -> bool:
+        return self._holder(sample_id).is_valid(sample_id)
+
+    def heatmap_64(self, sample_id: str) -> np.ndarray:
+        """[64, 64] float32 of the first folder holding ``sample_id``; KeyError naming the folders otherwise."""
+        return self._holder(sample_id).heatmap_64(sample_id)
+
+    def fingerprints(self) -> list[str]:
+        """The content fingerprint of each folder; :class:`IncompleteFolderError` for one its stage did not finish."""
+        return [check_final(f.folder, [], f.sample_ids)["fingerprint"] for f in self.folders]

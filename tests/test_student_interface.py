@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "vat": dict(vat_width=4, vat_input_size=64),
     "vat-video": dict(vat_width=4, vat_input_size=64),
+    "vat-gc": dict(vat_width=4, vat_input_size=64),
     "gazelle": dict(gazelle_backbone="tiny-dinov2", gazelle_input_size=56, gazelle_dim=16, gazelle_layers=1,
                     gazelle_heads=2, gazelle_inout=True),
 }
@@ -47,7 +48,9 @@ def batch_for(student: Student, rows: int = 3) -> dict[str, torch.Tensor]:
     head_channel[:, :, size // 8: size // 3, size // 4: size // 2] = 1
     return {"scene": torch.randn(rows, 3, size, size, generator=generator), "head_channel": head_channel,
             "face": torch.randn(rows, 3, size, size, generator=generator),
-            "head_box_xyxy_norm": torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.5, 0.2, 0.9, 0.6], [0.3, 0.0, 0.7, 0.3]])}
+            "head_box_xyxy_norm": torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.5, 0.2, 0.9, 0.6], [0.3, 0.0, 0.7, 0.3]]),
+            "prior_heatmap_64": torch.rand(rows, 64, 64, generator=generator),  # vat-gc's Grad-CAM input
+            "prior_valid": torch.ones(rows, dtype=torch.bool)}
 
 
 def outputs(student: Student, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:

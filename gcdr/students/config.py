@@ -17,7 +17,10 @@ VQA_BACKBONE = "vqa"  # gazelle_backbone value: the frozen vision tower of the c
 class StudentConfig:
     """The ``student:`` config section (``make train-student``).
 
-    model:             vat | vat-video | gazelle (gcdr.students.registry).
+    model:             vat | vat-video | vat-gc | gazelle (gcdr.students.registry). vat-gc = VAT with the person's
+                       Grad-CAM map as an attention input (GCDR's baseline_gradcam teacher; trained with PSEUDO=none).
+    gradcam_folders:   vat-gc: the Grad-CAM folders (make gradcam) holding the persons the student reads, e.g.
+                       [<gradcam-train folder>, <gradcam-test folder>]; the first that holds a person answers.
     backbone:          VAT pathways: resnet50 (official, weights load) | resnet18 (small stand-in).
     vat_width:         resnet18 channel width (None = 32); resnet50 ignores it.
     vat_input_size:    scene / face / head-channel side for VAT; 224 = VAT. Smaller (e.g. 128) is a CPU-demo
@@ -119,6 +122,7 @@ class StudentConfig:
     mixed_precision: str | None = None
     grad_accum: int | None = None
     seed: int = 0
+    gradcam_folders: list[str] | None = None
 
     def __post_init__(self) -> None:
         from gcdr.students.registry import STUDENTS
@@ -129,6 +133,10 @@ class StudentConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"student.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.gradcam_folders is not None and (not isinstance(self.gradcam_folders, list) or not all(
+                isinstance(f, str) for f in self.gradcam_folders)):
+            raise ValueError(f"student.gradcam_folders must be a list of folders ([a,b]) or null, "
+                             f"got {self.gradcam_folders!r}")
         if self.inout_lr is not None and not self.inout_lr > 0:
             raise ValueError(f"student.inout_lr must be > 0 or null, got {self.inout_lr}")
         for name in ("vat_lstm_layers", "clip_length", "chunk_length"):

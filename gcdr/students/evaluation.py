@@ -20,6 +20,7 @@ from gcdr.config import RunConfig
 from gcdr.data import load_samples
 from gcdr.data.sample import PersonSample
 from gcdr.metrics import INOUT_DATASETS, evaluate
+from gcdr.students.config import student_config
 from gcdr.students.export import load_student
 from gcdr.students.gazelle import configured_gazelle_backbone
 from gcdr.students.student import Student
@@ -28,15 +29,16 @@ METRIC_KEYS = ("auc", "avg_l2", "min_l2", "ap")
 
 
 def dataset_for_student(samples: Sequence[PersonSample], student: Student, on_error: str = "raise",
-                        dataset_format: str = "gazefollow"):
+                        dataset_format: str = "gazefollow", input_maps=None):
     """An evaluation GazeDataset (no augmentation) in the input style and size of ``student``.
 
     VAT-style head boxes are enlarged by 10 % for GazeFollow-format data only (docs/official-code.md#head-box-enlargement-and-head-channel).
+    ``input_maps``: the student's per-person input maps (Student.input_maps: VAT-GC's Grad-CAM), or None.
     """
     from gcdr.data.dataset import GazeDataset
 
     return GazeDataset(samples, train=False, style=student.style, labeled=True, scene_size=student.input_size,
-                       on_error=on_error, enlarge_head_box=dataset_format == "gazefollow")
+                       on_error=on_error, enlarge_head_box=dataset_format == "gazefollow", pseudo=input_maps)
 
 
 def image_grouped_batches(dataset, max_persons: int) -> list[list[int]]:
@@ -126,7 +128,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], ckpt: str | Path, protocol: str = "
     student, checkpoint = load_student(ckpt, backbone=configured_gazelle_backbone(cfg))
     dataset_format, on_error = cfg.dataset.format, cfg.dataset.on_error
     protocol = student.protocol if protocol == "auto" else protocol
-    dataset = dataset_for_student(load_samples(cfg, "test"), student, on_error, dataset_format)
+    maps = student.input_maps(student_config(cfg))  # VAT-GC: the test persons' Grad-CAM (student.gradcam_folders)
+    dataset = dataset_for_student(load_samples(cfg, "test"), student, on_error, dataset_format, maps)
     if on_error == "skip":
         dataset.drop_unreadable()  # else the dataset would put another person's image in their place
     heatmaps, inout = predict_dataset(student, dataset, batch_size, device, num_workers)

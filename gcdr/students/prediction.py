@@ -111,6 +111,10 @@ def predict_folder(ckpt: str | Path, images_dir: str | Path, heads: list[str], o
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     student, _ = load_student(ckpt, backbone=backbone)
+    if student.reads_input_maps:
+        raise UserError(f"{ckpt} is a {student.name} student, which reads each person's Grad-CAM map, and make "
+                        "predict computes none: use it through make refine METHOD=student (with a Grad-CAM "
+                        "folder) or make eval (student.gradcam_folders)")
     samples = read_headbox_folder(images_dir, heads, on_error)
     if not samples:
         raise NoPersonsError(f"no persons found in {heads} for images in {images_dir}")

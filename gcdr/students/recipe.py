@@ -181,6 +181,9 @@ def student_loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: StudentC
     model: the :class:`gcdr.students.student.Student` of ``cfg.model`` (possibly wrapped by Accelerate / DDP).
     """
     targets = batch_targets(batch, cfg)
+    rows = cfg.student_class.loss_rows(batch)  # e.g. VAT-GC: only rows with a valid Grad-CAM
+    if rows is not None:
+        targets["mask"] = targets["mask"].bool() & rows
     heatmap, inout = model(batch, return_logits=True)
     heatmap_loss = cfg.student_class.heatmap_loss(heatmap, targets["target_64"], targets["mask"], targets["weight"],
                                                   cfg)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from gcdr.students.gazelle import GazeLLEStudent
 from gcdr.students.student import Student
-from gcdr.students.vat import VATStudent
+from gcdr.students.vat import VATGCStudent, VATStudent
 from gcdr.students.vat_video import VATVideoStudent
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 STUDENTS: dict[str, type[Student]] = {
     "vat-video": VATVideoStudent,  # before "vat": official files are claimed by the first student that reads them
     "vat": VATStudent,
+    "vat-gc": VATGCStudent,
     "gazelle": GazeLLEStudent,
 }
 

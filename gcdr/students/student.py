@@ -4,6 +4,7 @@ A student is an ``nn.Module`` that wraps its network (``self.model``: VATSpatial
 
     config_class        its model config dataclass (what ``config.json`` holds, plus ``"model": name``)
     config_from(s, out_root)   that config from the flat ``student:`` section (gcdr.students.config)
+    input_maps(s, *also)  optional: per-person maps the student reads as an input (VAT-GC's Grad-CAM), default none
     parameter_groups(cfg), own_batches(...)   optional: the optimiser's parameter groups, and batches of its
                         own (clip students); the defaults keep every trainable parameter and person batches
     forward(batch, return_logits=False) -> (heatmap [B, 64, 64], in/out [B] or None)
@@ -52,7 +53,8 @@ class Student(nn.Module):
     lr_schedule: ClassVar[str]
     lr_field: ClassVar[str]
     feature_cache: ClassVar[bool] = False
-    inout_is_logit: ClassVar[bool] = False  # True: forward's in/out is a logit (VAT); predictions apply the sigmoid
+    inout_is_logit: ClassVar[bool] = False
+    reads_input_maps: ClassVar[bool] = False  # True: needs :meth:`input_maps` (e.g. VAT-GC's Grad-CAM input)  # True: forward's in/out is a logit (VAT); predictions apply the sigmoid
 
     def __init__(self, config: Any):
         super().__init__()
@@ -94,6 +96,11 @@ class Student(nn.Module):
         return self(batch)
 
     @staticmethod
+    def loss_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B] bool: the rows that may carry a loss at all (None = every row the recipe's mask allows)."""
+        return None
+
+    @staticmethod
     def heatmap_loss(heatmap_logits: torch.Tensor, target_64: torch.Tensor, mask: torch.Tensor,
                      weight: torch.Tensor, cfg: StudentConfig) -> torch.Tensor:
         raise NotImplementedError
@@ -113,6 +120,18 @@ class Student(nn.Module):
                     cfg: StudentConfig | None = None) -> tuple[Any, Any] | None:
         """``(dataset, batch sampler)`` when the student batches a GazeDataset its own way (clip students:
         chunks of clips, gcdr.data.clips), else None: persons in batches of ``batch_size`` (the default)."""
+        return None
+
+    # ------------------------------------------------------------------------------ input maps
+    @classmethod
+    def input_maps(cls, student: StudentConfig, *also: Any) -> Any | None:
+        """Per-person maps this student reads as an input, or None (the default: none).
+
+        A folder-like object (``in``, ``heatmap_64(id)``, ``is_valid(id)``, e.g. gcdr.pseudolabels.
+        PseudoLabelFolders) that every dataset the student reads (training, evaluation, refine's prediction)
+        takes as its ``pseudo``: its maps reach the student as ``prior_heatmap_64`` / ``prior_valid``, cropped
+        and flipped with the image. ``also``: folders the caller holds for these persons (refine: its source
+        Grad-CAM folder), read after the configured ones."""
         return None
 
     # ---------------------------------------------------------------------------------- weights

@@ -72,7 +72,7 @@ BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_thread
 # settings added after requests were first recorded (the video student's): left out of the request at these
 # defaults, so that the runs written before them still match their request
 LATER_DEFAULTS = {"vat_lstm_layers": 2, "vat_video_trained": "decoder", "vat_skip_bn_for_single_row": False,
-                  "clip_length": 50, "chunk_length": 3, "inout_lr": None}
+                  "clip_length": 50, "chunk_length": 3, "inout_lr": None, "gradcam_folders": None}
 LABELED_DATASET_FORMATS = ("gazefollow", "videoattentiontarget", "childplay", "goo")
 
 
@@ -96,15 +96,19 @@ def open_pseudo(cfg: dict[str, Any], pseudo: str | None) -> tuple[PseudoLabelFol
 
 
 def run_request(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None,
-                pseudo_fingerprint: str | None = None) -> dict[str, Any]:
+                pseudo_fingerprint: str | None = None, input_maps_fingerprints: list[str] | None = None
+                ) -> dict[str, Any]:
     """What defines a run (everything but the budget): the StageOutput request, also stored in last.pt as its
-    ``fingerprint``. ``pseudo_fingerprint``: the pseudo-label folder's content fingerprint; absent without one."""
+    ``fingerprint``. ``pseudo_fingerprint``: the pseudo-label folder's content fingerprint; absent without one.
+    ``input_maps_fingerprints``: those of the student's input-map folders (VAT-GC's Grad-CAM); absent without."""
     values = {k: v for k, v in dataclasses.asdict(student).items()
               if k not in BUDGET_FIELDS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     run = {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
            "dataset": dict(cfg.get("dataset") or {})}
     if pseudo:
         run["pseudo_fingerprint"] = pseudo_fingerprint
+    if input_maps_fingerprints is not None:
+        run["input_maps_fingerprints"] = input_maps_fingerprints
     return run
 
 
@@ -117,14 +121,19 @@ def training_set(cfg: dict[str, Any], folder: PseudoLabelFolder | None, student:
 
 
 def make_datasets(cfg: RunConfig, student: StudentConfig, train_set: TrainingSet, folder: PseudoLabelFolder | None,
-                  model: Student, accelerator: Accelerator) -> tuple[Any, Any]:
-    """Train and test datasets; with the feature cache (students whose backbone is frozen), their cached versions."""
+                  model: Student, accelerator: Accelerator, input_maps: Any | None = None) -> tuple[Any, Any]:
+    """Train and test datasets; with the feature cache (students whose backbone is frozen), their cached versions.
+
+    A student that reads per-person input maps (Student.input_maps: VAT-GC's Grad-CAM) gets them in both
+    datasets' prior slot (it trains without a pseudo-label folder, see :func:`train_student`); ``input_maps``:
+    those maps when already opened."""
     common = dict(style=model.style, scene_size=model.input_size, on_error=cfg.dataset.on_error,
                   enlarge_head_box=enlarges_head_boxes(cfg))  # VAT-style boxes: GazeFollow only
-    test_ds = GazeDataset(load_samples(cfg, "test"), train=False, labeled=True, **common)
+    maps = input_maps if input_maps is not None else model.input_maps(student)
+    test_ds = GazeDataset(load_samples(cfg, "test"), train=False, labeled=True, pseudo=maps, **common)
     use_cache = uses_feature_cache(student)
-    train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled, pseudo=folder,
-                           seed=student.seed, **common)
+    train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled,
+                           pseudo=folder if maps is None else maps, seed=student.seed, **common)
     if common["on_error"] == "skip":
         # evaluation must not score a person on another person's image (what a replaced item would be), and
         # the feature cache keys its labels by position: drop unreadable persons now (they are counted)
@@ -175,19 +184,25 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
     main = accelerator.is_main_process
     if student.cpu_threads and accelerator.device.type == "cpu":
         torch.set_num_threads(student.cpu_threads)
+    maps = student.student_class.input_maps(student)  # VAT-GC's Grad-CAM folders, opened before anything is claimed
+    if pseudo is not None and maps is not None:
+        # the dataset's prior slot carries this student's input maps: there is none left for pseudo-labels
+        raise UserError(f"student.model {student.model!r} reads its Grad-CAM input where pseudo-labels would go: "
+                        f"train it with PSEUDO=none (--pseudo none), got {pseudo}")
     folder, pseudo_fingerprint = open_pseudo(cfg, pseudo)  # refused unless final and complete
-    request = run_request(student, cfg, pseudo, pseudo_fingerprint)
+    request = run_request(student, cfg, pseudo, pseudo_fingerprint, maps.fingerprints() if maps is not None else None)
     # the main process claims the folder for all processes (lock, request, provenance)
     with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart, main_process=main) as output:
         finished = finished_result(output, student)
         if finished is not None:
             log.info("%s: already finished (epoch %d); --restart to train again", out_dir, finished["final"]["epoch"])
             return finished
-        return _train(cfg, student, pseudo, folder, output, accelerator, request, restart)
+        return _train(cfg, student, pseudo, folder, output, accelerator, request, restart, maps)
 
 
 def _train(cfg: RunConfig, student: StudentConfig, pseudo: str | None, folder: PseudoLabelFolder | None,
-           output: StageOutput, accelerator: Accelerator, request: dict[str, Any], restart: bool) -> dict[str, Any]:
+           output: StageOutput, accelerator: Accelerator, request: dict[str, Any], restart: bool,
+           input_maps: Any | None = None) -> dict[str, Any]:
     main = accelerator.is_main_process
     out_dir = output.folder
     last_path = out_dir / "last.pt"
@@ -206,7 +221,7 @@ def _train(cfg: RunConfig, student: StudentConfig, pseudo: str | None, folder: P
         log.info("init weights %s: %d loaded, %d missing, %d unexpected", student.init_weights, len(report.loaded),
                  len(report.missing), len(report.unexpected))
     train_set = training_set(cfg, folder, student)
-    train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, accelerator)
+    train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, accelerator, input_maps)
 
     loader_args = dict(num_workers=student.num_workers, pin_memory=accelerator.device.type == "cuda")
     own_train = model.own_batches(train_ds, student.batch_size, train=True, cfg=student)  # clip students

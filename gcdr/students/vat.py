@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from torch import nn
 from gcdr.checkpoints import LoadReport, load_vat_weights, read_state_dict  # noqa: F401 (re-exported)
 from gcdr.encoders import VAT_INPUT_SIZE, VATEncoder, init_vat_weights  # noqa: F401 (re-exported)
 from gcdr.heatmaps import HEATMAP_SIZE
+from gcdr.pseudolabels import PseudoLabelFolder, PseudoLabelFolders
 from gcdr.students.student import Student
 
 if TYPE_CHECKING:
@@ -45,20 +46,25 @@ log = logging.getLogger(__name__)
 
 HEATMAP_AMP_FACTOR = 10000.0  # VAT's "amp factor" on the per-pixel MSE
 OFFICIAL_VAT = {"backbone": "resnet50", "width": 64, "input_size": VAT_INPUT_SIZE}  # VAT's ModelSpatial
+GRADCAM_INPUTS = (HEATMAP_SIZE // 4) ** 2  # VAT-GC: the 64x64 Grad-CAM map max-pooled twice -> 16x16 = 256
 
 
 class VATSpatial(VATEncoder):
     """VAT ``ModelSpatial``: :class:`VATEncoder` plus the heatmap and in/out heads (flat VAT keys).
 
     forward(scene, head_channel, face) -> (heatmap [B, 64, 64] raw (no sigmoid), inout logit [B]).
+    ``gradcam_input`` (VAT-GC, GCDR's ``baseline_gradcam`` teacher; not VAT): forward also takes the person's
+    Grad-CAM map [B, 64, 64], max-pooled twice (kernel 3, stride 2, padding 1) to 16x16 and fed to the attention
+    layer between the head vector and the face vector (``attn``: 784 + 256 + 1024 inputs at VAT's size).
     ``zero_init_output``: start the last 1x1 conv at zero (output 0 everywhere) instead of VAT's random
     init, whose O(1) output offset takes Adam thousands of steps to remove from scratch (a short-budget
     option; irrelevant when official initial weights are loaded).
     """
 
     def __init__(self, backbone: str = "resnet50", width: int | None = None, input_size: int = VAT_INPUT_SIZE,
-                 zero_init_output: bool = False):
-        super().__init__(backbone, width, input_size)
+                 zero_init_output: bool = False, gradcam_input: bool = False):
+        super().__init__(backbone, width, input_size, extra_attention_inputs=GRADCAM_INPUTS if gradcam_input else 0)
+        self.gradcam_input = gradcam_input
         fused = self.out_channels  # 2048 for resnet50
         c1, c2, c3, c4 = fused // 2, fused // 4, fused // 8, fused // 16  # 1024, 512, 256, 128
         self.compress_conv1 = nn.Conv2d(fused, c1, kernel_size=1, bias=False)
@@ -99,9 +105,20 @@ class VATSpatial(VATEncoder):
         heatmap = x.squeeze(1)  # [B, 64, 64]
         return heatmap, inout_logit
 
-    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor,
-                face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(super().forward(scene, head_channel, face))
+    def forward(self, scene: torch.Tensor, head_channel: torch.Tensor, face: torch.Tensor,
+                gradcam_64: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if (gradcam_64 is None) == self.gradcam_input:
+            raise ValueError("a VAT-GC model needs the Grad-CAM map (gradcam_64 [B, 64, 64]); a VAT model takes none")
+        if gradcam_64 is None:
+            return self.heads(super().forward(scene, head_channel, face))
+        return self.heads(super().forward(scene, head_channel, face, self.gradcam_vector(gradcam_64)))
+
+    def gradcam_vector(self, gradcam_64: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM [B, 64, 64] -> max-pooled twice (3, stride 2, padding 1) -> [B, 256] (16x16 flattened)."""
+        if tuple(gradcam_64.shape[-2:]) != (HEATMAP_SIZE, HEATMAP_SIZE):
+            raise ValueError(f"Grad-CAM maps must be [B, 64, 64], got {tuple(gradcam_64.shape)}")
+        x = gradcam_64.reshape(-1, 1, HEATMAP_SIZE, HEATMAP_SIZE).float()
+        return self.maxpool(self.maxpool(x)).flatten(1)  # [B, 256]
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -188,10 +205,12 @@ class VATStudent(Student):
     lr_field = "lr"
     inout_is_logit = True
 
+    gradcam_input: ClassVar[bool] = False  # VATGCStudent: the Grad-CAM map is an input of the attention layer
+
     def __init__(self, config: VATModelConfig):
         super().__init__(config)
         self.model = VATSpatial(config.backbone, width=config.width, input_size=config.input_size,
-                                zero_init_output=config.zero_init_output)
+                                zero_init_output=config.zero_init_output, gradcam_input=self.gradcam_input)
 
     @classmethod
     def config_from(cls, student: StudentConfig, out_root: str | Path | None = None) -> VATModelConfig:
@@ -238,3 +257,51 @@ class VATStudent(Student):
         if missing or result.unexpected_keys:
             raise ValueError(f"official vat file: missing {missing}, unexpected {list(result.unexpected_keys)}")
         return student
+
+
+class VATGCStudent(VATStudent):
+    """VAT-GC (GCDR's ``baseline_gradcam`` teacher): :class:`VATSpatial` with the person's Grad-CAM map as an
+    input of the attention layer (``gradcam_input``). The map comes from the batch (``prior_heatmap_64``,
+    cropped / flipped with the image, and ``prior_valid``), filled by the Grad-CAM folders of
+    :meth:`input_maps`; rows without a valid Grad-CAM get a zero map and carry no heatmap loss
+    (:meth:`loss_rows`, as GCDR masks them).
+    """
+
+    name = "vat-gc"
+    gradcam_input = True
+    reads_input_maps = True
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                return_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        valid = batch["prior_valid"].bool()  # [B]
+        gradcam = torch.where(valid[:, None, None], batch["prior_heatmap_64"].float(), 0.0)  # [B, 64, 64]
+        return self.model(batch["scene"], batch["head_channel"], batch["face"], gradcam)
+
+    @staticmethod
+    def loss_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Only rows with a valid Grad-CAM carry a loss."""
+        return batch["prior_valid"].bool()
+
+    @classmethod
+    def input_maps(cls, student: StudentConfig, *also: PseudoLabelFolder) -> PseudoLabelFolders:
+        """The Grad-CAM folders of ``student.gradcam_folders`` plus ``also`` (refine: its source folder)."""
+        from gcdr.errors import UserError
+
+        folders = [PseudoLabelFolder(folder) for folder in student.gradcam_folders or []] + list(also)
+        if not folders:
+            raise UserError(f"student.model {cls.name!r} reads each person's Grad-CAM map: set "
+                            "student.gradcam_folders=[<Grad-CAM folder of the train persons>,<... of the test persons>]")
+        return PseudoLabelFolders(folders)
+
+    # -- no official file: VAT-GC's attention layer does not fit VAT's ModelSpatial
+    @classmethod
+    def reads_official(cls, state: Mapping[str, torch.Tensor]) -> bool:
+        return False
+
+    @classmethod
+    def official_payload(cls, config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        raise ValueError(f"the {cls.name} student has no official file format")
+
+    @classmethod
+    def from_official(cls, state: Mapping[str, torch.Tensor], backbone: str | Path | None = None) -> VATGCStudent:
+        raise ValueError(f"the {cls.name} student has no official file format")

@@ -304,10 +304,16 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
 def predict_with_student(student, samples: list[PersonSample], source: PseudoLabelFolder, writer: PseudoLabelWriter,
                          refine: RefineConfig, cfg: RunConfig, device: torch.device, progress: bool) -> None:
     """Self-training (GCDR's ``baseline`` teacher): ``student``'s min-max normalised heatmap of every person of
-    ``samples``, whatever its Grad-CAM (the source only lends answer and key noun for lineage)."""
+    ``samples``, whatever its Grad-CAM (the source only lends answer and key noun for lineage; a student that
+    reads the Grad-CAM as an input, VAT-GC = GCDR's ``baseline_gradcam`` teacher, also takes its map from it)."""
     if not samples:
         return
-    dataset = dataset_for_student(samples, student, cfg.dataset.on_error, cfg.dataset.format)
+    from gcdr.students.config import student_config
+
+    # a student reading input maps (VAT-GC: GCDR's baseline_gradcam teacher) reads the source's Grad-CAM, after
+    # any configured student.gradcam_folders
+    maps = student.input_maps(student_config(cfg), source)
+    dataset = dataset_for_student(samples, student, cfg.dataset.on_error, cfg.dataset.format, maps)
     if cfg.dataset.on_error == "skip":
         dataset.drop_unreadable()
     heatmaps, _ = predict_dataset(student, dataset, refine.batch_size, device, progress=progress)
