@@ -11,7 +11,9 @@ The protocol, fixed before any run (the README reports whatever it gives):
   every train person labeled (full supervision);
 - at ``sweep_ratio``, the other baselines of the paper (``extra_sources``): + direct mapping (the teacher's
   network trained to map Grad-CAM to the heatmap in one step, no diffusion) and + self-training (the
-  labeled-only student's own predictions of the unlabeled persons);
+  labeled-only student's own predictions of the unlabeled persons); opt-in: + VAT-GC teacher (GCDR's
+  ``baseline_gradcam``: a VAT with the Grad-CAM map as an input, trained on the labeled persons, predicts the
+  unlabeled ones);
 - pseudo-label quality: each pseudo-label folder against the ground truth of its unlabeled persons.
 Every run has its own folder under ``<out_root>/ablation/``; every stage resumes, so a second call reuses all
 finished work and a killed call continues.
@@ -32,7 +34,7 @@ from gcdr.provenance import write_provenance
 
 log = logging.getLogger(__name__)
 SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
-EXTRA_SOURCES = ("direct mapping", "self-training")
+EXTRA_SOURCES = ("direct mapping", "self-training", "VAT-GC teacher")
 
 
 @dataclass
@@ -161,6 +163,25 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
                                     ["--src", str(gradcam), "--out", str(pseudo)]))
                 student_stages(seed, ratio, "+ self-training", pseudo,
                                (f"split {tag}", f"refine {tag} self-training {model}"), split, folder, [model])
+        if "VAT-GC teacher" in ablation.extra_sources:  # opt-in: a VAT on CPU costs about 10 Gaze-LLE students
+            gradcam_test = paths.gradcam_dir(cfg, "test")
+            if not any(s.name == "gradcam test" for s in stages):  # its own evaluation reads the test persons' maps
+                stages.append(Stage("gradcam test", "gradcam", ("synth-vqa",), ["gradcam.split=test"]))
+            teacher_dir, pseudo = folder / "vat-gc-teacher", folder / "pseudo" / "vat-gc"
+            folders[("VAT-GC teacher", seed, ratio)] = pseudo
+            stages.append(Stage(f"student vat-gc seed{seed} r{ratio} teacher", "train_student",
+                                (f"split {tag}", "gradcam train", "gradcam test"),
+                                [*split, "student.model=vat-gc", f"student.seed={seed}",
+                                 f"student.gradcam_folders=[{gradcam},{gradcam_test}]",
+                                 *ablation.student_overrides.get("vat-gc", [])],
+                                ["--pseudo", "none", "--out", str(teacher_dir)]))
+            stages.append(Stage(f"refine {tag} vat-gc", "refine",
+                                ("gradcam train", f"student vat-gc seed{seed} r{ratio} teacher"),
+                                [*split, "refine.method=student", "refine.split=unlabeled",
+                                 f"refine.student={teacher_dir / 'model'}"],
+                                ["--src", str(gradcam), "--out", str(pseudo)]))
+            student_stages(seed, ratio, "+ VAT-GC teacher", pseudo, (f"split {tag}", f"refine {tag} vat-gc"), split,
+                           folder)
 
     for seed in ablation.seeds:
         for ratio in ablation.ratios:
@@ -316,7 +337,8 @@ def summary_markdown(students, quality, ablation: AblationConfig) -> str:
         lines += ["### Pseudo-label quality on the unlabeled persons (avg L2 / AUC against the truth; mean +- sd)",
                   "", "| pseudo-labels | " + " | ".join(f"{r:g} labels" for r in ratios) + " |",
                   "|---|" + "---|" * len(ratios)]
-        extra = sorted({s for s in quality["source"] if s == "direct mapping" or s.startswith("self-training")})
+        extra = sorted({s for s in quality["source"]
+                        if s in ("direct mapping", "VAT-GC teacher") or s.startswith("self-training")})
         for source in ["Grad-CAM (raw)", "argmax"] + [f"GCDR T={T}" for T in ablation.ts] + extra:
             cells = []
             for ratio in ratios:

@@ -72,3 +72,16 @@ def test_a_second_arm_shares_teachers_and_skips_the_runs_without_pseudo_labels()
     assert teachers and all(s.extra[-1].startswith("/elsewhere/ablation/seed") for s in teachers)
     refines = [s for s in result.stages if s.module == "refine" and "T=" in s.name]
     assert all(any(o.startswith("refine.teacher=/elsewhere/ablation/") for o in s.overrides) for s in refines)
+
+
+def test_the_vat_gc_teacher_is_an_opt_in_source_with_its_own_chain():
+    result, _ = plan("ablation.extra_sources=[VAT-GC teacher]", "ablation.seeds=[0]", "ablation.ratios=[0.1]")
+    names = [s.name for s in result.stages]
+    assert names.count("gradcam test") == 1
+    teacher = next(s for s in result.stages if s.name == "student vat-gc seed0 r0.1 teacher")
+    assert "student.model=vat-gc" in teacher.overrides and "gradcam test" in teacher.after
+    assert any(o.startswith("student.gradcam_folders=[") for o in teacher.overrides)
+    refine = next(s for s in result.stages if s.name == "refine seed0 r0.1 vat-gc")
+    assert teacher.name in refine.after and "refine.method=student" in refine.overrides
+    assert any(run.source == "+ VAT-GC teacher" for run in result.runs)
+    assert "gradcam test" not in [s.name for s in plan()[0].stages]  # not in the default plan
