@@ -125,6 +125,28 @@ def load_safetensors_file(path: str | os.PathLike, device: str | torch.device = 
         raise CheckpointError(f"{path} {problem}; {hint}") from error
 
 
+def read_model_dir(directory: str | os.PathLike, what: str, hint: str, config_file: str = "config.json",
+                   weights_file: str = "model.safetensors",
+                   map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """The config (parsed JSON) and weights of a ``save_pretrained`` directory, and the config's path; a missing,
+    damaged or unreadable file is an error naming it (``what``: "student", "teacher"; ``hint``: what to do)."""
+    directory = Path(directory)
+    config_path, weights_path = directory / config_file, directory / weights_file
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(f"not a {what} model directory (need {config_file} and {weights_file}): {directory}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{config_path} is damaged or not JSON ({error}); {hint}") from error
+    return config, load_safetensors_file(weights_path, device=map_location, hint=hint), config_path
+
+
+def weights_do_not_fit(config_path: Path, error: BaseException, hint: str) -> CheckpointError:
+    """The error for weights whose names or shapes do not fit the model their config.json describes."""
+    return CheckpointError(f"{config_path.parent / 'model.safetensors'} does not fit {config_path} "
+                           f"({str(error).splitlines()[0]}); {hint}")
+
+
 # ------------------------------------------------------------------------------------------ weight loading
 
 class LoadReport(NamedTuple):

@@ -29,8 +29,10 @@ checks, no writes); the others wait for it as they already do.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from gcdr.atomic import write_json_atomic
 from gcdr.errors import UserError
 from gcdr.locking import LOCK_FILE, folder_lock
 from gcdr.provenance import PROVENANCE_FILE, write_provenance
+
+log = logging.getLogger(__name__)
 
 REQUEST_FILE = "request.json"
 DONE = "done"
@@ -167,6 +171,18 @@ class StageOutput:
         return record.get("status") == DONE and _canonical(record.get("request")) == self.request
 
     # ---------------------------------------------------------------------------------- writing
+    def start_unless_done(self, wait: Callable[[], None], **details: Any) -> bool:
+        """For a stage run by several processes: every process waits for the claim (or ``--restart``'s emptying),
+        all agree whether the request is done; when it is not, provenance says "running" before any process
+        writes. ``wait``: the processes' barrier (``PartialState.wait_for_everyone``). Returns True when done."""
+        wait()
+        if self.done():  # the same answer everywhere: "running" is written only when it is not done
+            log.info("%s: done for this request, nothing to do", self.folder)
+            return True
+        self.start(**details)
+        wait()
+        return False
+
     def start(self, **details: Any) -> None:
         """Provenance with status "running" (main process only)."""
         if self.main_process:

@@ -24,7 +24,6 @@ gcdr.students.registry; nothing else looks at the name.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,7 +33,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gcdr.atomic import atomic_path, write_json_atomic
-from gcdr.checkpoints import CheckpointError, LoadReport, load_safetensors_file
+from gcdr.checkpoints import LoadReport, read_model_dir, weights_do_not_fit
 
 if TYPE_CHECKING:
     from gcdr.students.config import StudentConfig
@@ -165,25 +164,16 @@ class Student(nn.Module):
         also checks that it is that one."""
         from gcdr.students.registry import build_student
 
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not config_path.is_file() or not weights_path.is_file():
-            raise FileNotFoundError(f"not a student model directory (need {CONFIG_FILE} and {WEIGHTS_FILE}): "
-                                    f"{directory}")
         hint = "delete the folder and export it again (python -m pipelines.export --format gcdr)"
-        try:
-            config = json.loads(config_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{config_path} is damaged or not JSON ({error}); {hint}") from error
+        config, state, config_path = read_model_dir(directory, "student", hint, CONFIG_FILE, WEIGHTS_FILE,
+                                                    str(map_location))
         student = build_student(config)
         if cls is not Student and not isinstance(student, cls):
             raise ValueError(f"{config_path} describes a {config.get('model')!r} student, not {cls.name!r}")
-        state = load_safetensors_file(weights_path, device=str(map_location), hint=hint)
         try:
             student.load_trainable_state_dict(state)
         except (RuntimeError, ValueError) as error:
-            raise CheckpointError(f"{weights_path} does not fit {config_path} ({str(error).splitlines()[0]}); "
-                                  f"{hint}") from error
+            raise weights_do_not_fit(config_path, error, hint) from error
         return student.eval()
 
     # ------------------------------------------------------------------------------- official files

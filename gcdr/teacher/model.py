@@ -45,7 +45,6 @@ conv is reproduced.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gcdr.atomic import atomic_path, write_json_atomic
-from gcdr.checkpoints import CheckpointError, LoadReport, load_safetensors_file, load_vat_weights
+from gcdr.checkpoints import LoadReport, load_vat_weights, read_model_dir, weights_do_not_fit
 from gcdr.encoders import VATEncoder
 
 log = logging.getLogger(__name__)
@@ -311,25 +310,16 @@ class GazeDiffusionTeacher(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> GazeDiffusionTeacher:
         """Rebuild a teacher written by :meth:`save_pretrained`; errors name the directory."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        if not config_path.is_file() or not weights_path.is_file():
-            raise FileNotFoundError(f"not a teacher model directory (need {CONFIG_FILE} and {WEIGHTS_FILE}): "
-                                    f"{directory}")
         hint = "delete the folder and rerun train-teacher (or pass --restart)"
-        try:
-            values = json.loads(config_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{config_path} is damaged or not JSON ({error}); {hint}") from error
+        values, state, config_path = read_model_dir(directory, "teacher", hint, CONFIG_FILE, WEIGHTS_FILE,
+                                                    map_location)
         if not isinstance(values, dict) or values.pop("model_class", MODEL_CLASS) != MODEL_CLASS:
             raise ValueError(f"{config_path} does not describe a {MODEL_CLASS}")
         model = cls(TeacherModelConfig(**values))
-        state = load_safetensors_file(weights_path, device=map_location, hint=hint)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
-            raise CheckpointError(f"{weights_path} does not fit {config_path} ({str(error).splitlines()[0]}); "
-                                  f"{hint}") from error
+            raise weights_do_not_fit(config_path, error, hint) from error
         return model
 
     def parameter_counts(self) -> dict[str, int]:

@@ -84,13 +84,8 @@ def annotate_split(cfg: RunConfig, *, limit: int | None = None, per_person: bool
     # the main process claims the folder (lock, request) for all processes; the others wait for it
     with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart,
                      main_process=state.is_main_process) as output:
-        state.wait_for_everyone()  # claimed (or emptied by --restart) before any process reads it
-        # the same answer on every process: the main one only writes "running" (atomically) when it is not done
-        if output.done():
-            log.info("%s: done for this request, nothing to do", out_dir)
+        if output.start_unless_done(state.wait_for_everyone, **details):
             return output.provenance().get("summary", {}) if state.is_main_process else {}
-        output.start(**details)
-        state.wait_for_everyone()
 
         vqa = load_vqa(vqa_cfg.model, device, vqa_cfg.half_precision)
         explainer = VqaGradcam(vqa, cam_cfg, vqa_cfg)
