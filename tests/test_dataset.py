@@ -193,6 +193,7 @@ def test_each_draw_of_a_person_within_an_epoch_is_augmented_anew(tmp_path):
     assert dataset[(0, 1)]["index"] == 0
 
 
+@pytest.mark.skipif(not (VAT_DEMO / "person1.txt").is_file(), reason="needs ../shared/data/vat-demo beside the repository")
 def test_real_frame_vat_demo_head_box():
     frame, *box = (VAT_DEMO / "person1.txt").read_text().splitlines()[0].split(",")
     sample = PersonSample(sample_id=f"{frame}|person1", image_path=str(VAT_DEMO / "frames" / frame),

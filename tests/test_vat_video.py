@@ -169,6 +169,7 @@ def write_fixture(root: Path) -> None:
             track.write_text("".join(f"{row},{x},{y}\n" for row, (x, y) in zip(rows, gaze[person])))
 
 
+@pytest.mark.skipif(not (VAT_DEMO / "person1.txt").is_file(), reason="needs ../shared/data/vat-demo beside the repository")
 def test_train_student_trains_and_evaluates_vat_video_on_clips(tmp_path):
     from gcdr.config import load_config
     from gcdr.students.evaluation import evaluate_checkpoint

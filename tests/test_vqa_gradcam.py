@@ -134,6 +134,7 @@ def test_prompts_of_different_question_lengths_in_one_batch(vqa, scenes):
     np.testing.assert_allclose(mixed[0].raw_map, mixed[2].raw_map, rtol=1e-5, atol=1e-12)
 
 
+@pytest.mark.skipif(not (VAT_DEMO / "person1.txt").is_file(), reason="needs ../shared/data/vat-demo beside the repository")
 def test_two_persons_on_a_real_frame_get_different_maps(vqa):
     frame = "00002575.jpg"
     image = cv2.cvtColor(cv2.imread(str(VAT_DEMO / "frames" / frame)), cv2.COLOR_BGR2RGB)
