@@ -73,9 +73,19 @@ def _short(value: Any, width: int = 40) -> str:
 _ABSENT = object()
 
 
+# Settings added after requests were first recorded, dotted, with the value that reproduces the older behaviour:
+# a recorded request without the key matches a new one that holds exactly this value (so older output stays
+# usable); any other value is a difference as usual.
+LATER_DEFAULTS: dict[str, Any] = {"dataset.childplay_subset": "all"}
+
+
 def request_differences(recorded: dict[str, Any], request: dict[str, Any]) -> list[str]:
-    """``["refine.T: 250 -> 100", ...]``: the keys whose values differ, dotted, old -> new."""
+    """``["refine.T: 250 -> 100", ...]``: the keys whose values differ, dotted, old -> new (a key the recorded
+    request lacks is no difference when the new value is its :data:`LATER_DEFAULTS` value)."""
     old, new = _flatten(_canonical(recorded)), _flatten(_canonical(request))
+    for key, value in LATER_DEFAULTS.items():
+        if key not in old and key in new and new[key] == _canonical(value):
+            del new[key]
     return [f"{key}: {_short(old.get(key, _ABSENT))} -> {_short(new.get(key, _ABSENT))}"
             for key in sorted(set(old) | set(new)) if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
 

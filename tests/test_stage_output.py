@@ -104,3 +104,13 @@ def test_differences_and_the_restart_option():
     parser = argparse.ArgumentParser()
     add_restart_arg(parser)
     assert parser.parse_args(["--restart"]).restart and not parser.parse_args([]).restart
+
+
+def test_a_setting_added_later_matches_older_requests_only_at_its_old_behaviour():
+    recorded = {"dataset": {"format": "gazefollow"}}
+    assert request_differences(recorded, {"dataset": {"format": "gazefollow", "childplay_subset": "all"}}) == []
+    assert request_differences(recorded, {"dataset": {"format": "gazefollow", "childplay_subset": "child"}}) == [
+        'dataset.childplay_subset: (absent) -> "child"']
+    # recorded with the key: compared as any other key
+    assert request_differences({"dataset": {"childplay_subset": "child"}}, {"dataset": {"childplay_subset": "all"}}) \
+        == ['dataset.childplay_subset: "child" -> "all"']
