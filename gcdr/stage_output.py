@@ -147,14 +147,14 @@ class StageOutput:
             raise StageOutputError(
                 f"{self.folder} holds files that no {self.stage} request of gcdr claims; write elsewhere "
                 f"({self.out_option}) or pass --restart (make ... RESTART=1) to empty it and start over")
-        elif recorded is not None and recorded != self.request:
+        elif recorded is not None and request_differences(recorded, self.request):
             differences = request_differences(recorded, self.request)
             shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4
                                                   else "")
             raise StageOutputError(
                 f"{self.folder} holds {self.stage} output of another request ({shown}); write elsewhere "
                 f"({self.out_option}) or pass --restart (make ... RESTART=1) to replace it")
-        if self.recorded_request() != self.request:
+        if self.recorded_request() is None:
             write_json_atomic(self.folder / REQUEST_FILE, {"stage": self.stage, "request": self.request})
 
     # ---------------------------------------------------------------------------------- reading
@@ -178,7 +178,8 @@ class StageOutput:
     def done(self) -> bool:
         """True when a run of this request finished (provenance status "done" with this request)."""
         record = self.provenance()
-        return record.get("status") == DONE and _canonical(record.get("request")) == self.request
+        return (record.get("status") == DONE and isinstance(record.get("request"), dict)
+                and not request_differences(record["request"], self.request))
 
     # ---------------------------------------------------------------------------------- writing
     def start_unless_done(self, wait: Callable[[], None], **details: Any) -> bool:

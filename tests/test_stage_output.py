@@ -114,3 +114,18 @@ def test_a_setting_added_later_matches_older_requests_only_at_its_old_behaviour(
     # recorded with the key: compared as any other key
     assert request_differences({"dataset": {"childplay_subset": "child"}}, {"dataset": {"childplay_subset": "all"}}) \
         == ['dataset.childplay_subset: "child" -> "all"']
+
+
+def test_output_of_an_older_request_is_still_done_when_only_a_later_setting_at_its_old_value_was_added(tmp_path):
+    older = {"dataset": {"format": "gazefollow"}}
+    with StageOutput(tmp_path / "out", "synth_vqa", older) as output:
+        output.start()
+        (tmp_path / "out" / "model.bin").write_text("weights")
+        output.finish()
+    newer = {"dataset": {"format": "gazefollow", "childplay_subset": "all"}}
+    with StageOutput(tmp_path / "out", "synth_vqa", newer) as output:
+        assert output.done()
+    with pytest.raises(StageOutputError, match="childplay_subset"):
+        with StageOutput(tmp_path / "out", "synth_vqa", {"dataset": {"format": "gazefollow",
+                                                                      "childplay_subset": "child"}}):
+            pass
