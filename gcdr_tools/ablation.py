@@ -22,6 +22,7 @@ finished work and a killed call continues.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,30 @@ from gcdr.provenance import write_provenance
 
 log = logging.getLogger(__name__)
 SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
-EXTRA_SOURCES = ("direct mapping", "self-training", "VAT-GC teacher")
+EXTRA_SOURCES = ("direct mapping", "self-training", "VAT-GC teacher", "GCDR draws")
+# "GCDR draws": GCDR at main_T refined with ``draws`` noise draws kept per person (refine.keep_draws), read four
+# ways by students (row name -> student overrides; docs/method.md#k-draws-and-confidence)
+DRAW_ROWS = {
+    "mean": [],
+    "per pass": ["student.pseudo_draws=per_pass"],
+    "per pass, confidence-weighted": ["student.pseudo_draws=per_pass", "student.pseudo_confidence=weight"],
+    "mean, most confident half": ["student.pseudo_confidence=filter", "student.pseudo_keep=0.5"],
+}
+
+
+def draw_row(ablation: AblationConfig, how: str) -> str:
+    return f"+ GCDR T={ablation.main_T}, {ablation.draws} draws, {how}"
+
+
+def extra_rows(ablation: AblationConfig) -> list[str]:
+    """The table rows of ``ablation.extra_sources``, in order."""
+    rows = []
+    for source in ablation.extra_sources:
+        if source == "GCDR draws":
+            rows += [draw_row(ablation, how) for how in DRAW_ROWS]
+        else:
+            rows.append(f"+ {source}")
+    return rows
 
 
 @dataclass
@@ -61,11 +85,14 @@ class AblationConfig:
     baselines: bool = True
     teacher_root: str | None = None
     extra_sources: list[str] = field(default_factory=lambda: ["direct mapping", "self-training"])
+    draws: int = 4
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.extra_sources) - set(EXTRA_SOURCES))
         if unknown:
             raise ValueError(f"ablation.extra_sources: unknown {unknown}; known: {list(EXTRA_SOURCES)}")
+        if "GCDR draws" in self.extra_sources and self.draws < 2:
+            raise ValueError(f"ablation.draws must be at least 2 for the GCDR draws source, got {self.draws}")
         if not self.seeds or not self.ratios or not self.students:
             raise ValueError("ablation.seeds, ablation.ratios and ablation.students must not be empty")
         bad = [r for r in self.ratios if not 0 < float(r) < 1]
@@ -120,12 +147,16 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
     runs: list[Run] = []
     folders: dict[tuple[str, int, float], Path] = {}
 
+    def teacher_of(seed: int, ratio: float) -> Path:
+        return (ratio_dir(Path(ablation.teacher_root), seed, ratio) if ablation.teacher_root
+                else ratio_dir(root, seed, ratio)) / "teacher"
+
     def student_stages(seed: int, ratio: float | None, source: str, pseudo: Path | None, after: tuple[str, ...],
                        split_overrides: list[str], folder: Path, models: list[str] | None = None) -> None:
         if pseudo is None and not ablation.baselines:
             return
         for model in models or ablation.students:
-            name = model + "-" + source.replace("+ ", "").replace(" ", "-").replace("(", "").replace(")", "")
+            name = model + "-" + re.sub(r"[ ,()]+", "-", source.replace("+ ", "")).strip("-")
             out_dir = folder / "students" / name
             runs.append(Run(model, seed, ratio, source, pseudo, out_dir))
             # the Gaze-LLE student's frozen encoder is the stand-in VQA's vision tower
@@ -163,6 +194,17 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
                                     ["--src", str(gradcam), "--out", str(pseudo)]))
                 student_stages(seed, ratio, "+ self-training", pseudo,
                                (f"split {tag}", f"refine {tag} self-training {model}"), split, folder, [model])
+        if "GCDR draws" in ablation.extra_sources:
+            T, pseudo = ablation.main_T, folder / "pseudo" / f"gcdr-T{ablation.main_T}-draws{ablation.draws}"
+            folders[(f"GCDR T={T}, mean of {ablation.draws} draws", seed, ratio)] = pseudo
+            stages.append(Stage(f"refine {tag} T={T} draws", "refine", ("gradcam train", f"teacher {tag}"),
+                                [*split, "refine.method=gcdr", f"refine.T={T}", "refine.split=unlabeled",
+                                 f"refine.seed={seed}", f"refine.samples={ablation.draws}", "refine.keep_draws=true",
+                                 f"refine.teacher={teacher_of(seed, ratio) / 'model'}"],
+                                ["--src", str(gradcam), "--out", str(pseudo)]))
+            for how, overrides in DRAW_ROWS.items():
+                student_stages(seed, ratio, draw_row(ablation, how), pseudo, (f"split {tag}", f"refine {tag} T={T} draws"),
+                               [*split, *overrides], folder)
         if "VAT-GC teacher" in ablation.extra_sources:  # opt-in: a VAT on CPU costs about 10 Gaze-LLE students
             gradcam_test = paths.gradcam_dir(cfg, "test")
             if not any(s.name == "gradcam test" for s in stages):  # its own evaluation reads the test persons' maps
@@ -189,8 +231,7 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
             split = [f"split.ratio={ratio}", f"split.seed={seed}"]
             tag = f"seed{seed} r{ratio}"
             stages.append(Stage(f"split {tag}", "split", ("data-synth",), split))
-            teacher = ratio_dir(Path(ablation.teacher_root), seed, ratio) / "teacher" if ablation.teacher_root \
-                else folder / "teacher"
+            teacher = teacher_of(seed, ratio)
             stages.append(Stage(f"teacher {tag}", "train_teacher", (f"split {tag}",),
                                 [*split, f"teacher.seed={seed}"], ["--out", str(teacher)]))
             folders[("Grad-CAM (raw)", seed, ratio)] = raw
@@ -315,7 +356,7 @@ def summary_markdown(students, quality, ablation: AblationConfig) -> str:
     """Tables of mean +- sd over seeds: students (avg L2 and AUC per ratio) and pseudo-label quality."""
     lines = []
     order = (list(SOURCES_FIXED) + [f"+ GCDR T={T}" for T in ablation.ts]
-             + [f"+ {source}" for source in ablation.extra_sources] + ["full supervision"])
+             + extra_rows(ablation) + ["full supervision"])
     ratios = sorted(float(r) for r in ablation.ratios)
     for student in ablation.students:
         table = students[students["student"] == student] if len(students) else students
@@ -338,7 +379,8 @@ def summary_markdown(students, quality, ablation: AblationConfig) -> str:
                   "", "| pseudo-labels | " + " | ".join(f"{r:g} labels" for r in ratios) + " |",
                   "|---|" + "---|" * len(ratios)]
         extra = sorted({s for s in quality["source"]
-                        if s in ("direct mapping", "VAT-GC teacher") or s.startswith("self-training")})
+                        if s in ("direct mapping", "VAT-GC teacher") or s.startswith("self-training")
+                        or "draws" in s})
         for source in ["Grad-CAM (raw)", "argmax"] + [f"GCDR T={T}" for T in ablation.ts] + extra:
             cells = []
             for ratio in ratios:
@@ -415,7 +457,7 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
     from gcdr.atomic import atomic_path
 
     sources = (list(SOURCES_FIXED) + [f"+ GCDR T={ablation.main_T}"]
-               + [f"+ {source}" for source in ablation.extra_sources] + ["full supervision"])
+               + extra_rows(ablation) + ["full supervision"])
     ratios = sorted(float(r) for r in ablation.ratios)
     metrics = (("avg_l2", "avg L2 (lower is better)"), ("auc", "AUC (higher is better)"))
     fig, axes = plt.subplots(len(ablation.students), 2, figsize=(14, 4.5 * len(ablation.students)), squeeze=False)

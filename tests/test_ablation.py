@@ -104,3 +104,20 @@ def test_the_claims_table_checks_the_precondition_and_the_share_of_the_gap_gcdr_
     # no gap in AUC: nothing to recover, and the precondition fails
     assert "| vat | auc | 0.1 | +0.000 | no | - |" in text
     assert "raw Grad-CAM (avg L2): 0.1: yes (0.370 vs 0.380)" in text
+
+
+def test_the_draws_source_refines_once_with_kept_draws_and_trains_one_student_per_way_of_reading_them():
+    result, _ = plan("ablation.extra_sources=[GCDR draws]", "ablation.seeds=[0]", "ablation.ratios=[0.1]",
+                     "ablation.draws=3")
+    refine = next(s for s in result.stages if s.name == "refine seed0 r0.1 T=250 draws")
+    assert {"refine.samples=3", "refine.keep_draws=true", "refine.T=250"} <= set(refine.overrides)
+    runs = [r for r in result.runs if "draws" in r.source]
+    assert [r.source for r in runs] == [f"+ GCDR T=250, 3 draws, {how}" for how in
+                                        ("mean", "per pass", "per pass, confidence-weighted",
+                                         "mean, most confident half")]
+    assert {str(r.pseudo) for r in runs} == {refine.extra[-1]}
+    weighted = next(s for s in result.stages if s.name.endswith("per pass, confidence-weighted"))
+    assert {"student.pseudo_draws=per_pass", "student.pseudo_confidence=weight"} <= set(weighted.overrides)
+    assert all("," not in r.out_dir.name for r in runs)
+    with pytest.raises(ValueError, match="draws"):
+        AblationConfig(extra_sources=["GCDR draws"], draws=1)
