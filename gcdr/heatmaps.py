@@ -12,6 +12,7 @@ ymax).
   add_gaussian         add one Gaussian patch to a map, then divide the map by its maximum
   head_box_grid_mask   Gaze-LLE's head map: 0/1 cells of a token grid covered by a box (torch)
   argmax_point_norm    the predicted point: the first maximum, (col / w, row / h)
+  argmax_spread        mean distance between the argmax points of several maps and that of a reference map
   as_numpy             an array or a torch tensor as a numpy array
 
 Where a pseudo-label map is min-max normalised on its way to a student's loss, and why each stays:
@@ -42,8 +43,8 @@ GAUSSIAN_SIGMA = 3.0     # of the training target, in 64-grid cells
 NORMALIZE_EPS = 1e-11    # GCDR's min-max epsilon
 
 __all__ = [
-    "GAUSSIAN_SIGMA", "HEATMAP_SIZE", "NORMALIZE_EPS", "add_gaussian", "argmax_point_norm", "as_numpy",
-    "gaussian_heatmap_64", "head_box_grid_mask", "normalize_heatmap", "normalize_heatmaps",
+    "GAUSSIAN_SIGMA", "HEATMAP_SIZE", "NORMALIZE_EPS", "add_gaussian", "argmax_point_norm", "argmax_spread",
+    "as_numpy", "gaussian_heatmap_64", "head_box_grid_mask", "normalize_heatmap", "normalize_heatmaps",
 ]
 
 
@@ -164,6 +165,18 @@ def argmax_point_norm(heatmap: np.ndarray | torch.Tensor) -> tuple[float, float]
     height, width = heatmap.shape
     row, col = divmod(int(np.argmax(heatmap)), width)
     return col / width, row / height
+
+
+def argmax_spread(maps: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> float:
+    """Mean over ``maps`` [K, h, w] of the Euclidean distance between each map's :func:`argmax_point_norm` and
+    that of ``reference`` [h, w], in normalised coordinates (e.g. how far K refined draws of a person scatter
+    around their mean map: 0 when every draw peaks where the mean does)."""
+    maps = as_numpy(maps)
+    if maps.ndim != 3 or len(maps) == 0:
+        raise ValueError(f"argmax_spread expects [K, h, w] maps with K >= 1, got shape {maps.shape}")
+    centre = np.array(argmax_point_norm(reference))
+    points = np.array([argmax_point_norm(m) for m in maps])  # [K, 2]
+    return float(np.linalg.norm(points - centre, axis=1).mean())
 
 
 def as_numpy(array: np.ndarray | torch.Tensor | Sequence[float]) -> np.ndarray:

@@ -10,8 +10,12 @@ Layout of a folder::
     parts/format.json                     marks a folder whose every chunk has an index (written by new folders)
     parts/<shard>-<seq>.heatmap_64.npy    [N, 64, 64] float16, min-max normalised to [0, 1] (zeros if invalid)
     parts/<shard>-<seq>.raw.npy           [N, h, w] float32 raw maps on the producing model's grid (optional)
+    parts/<shard>-<seq>.draws_64.npy      [N, K, 64, 64] float16, the K refined draws of each person, each min-max
+                                          normalised (zeros if invalid); only refine with ``keep_draws``, whose
+                                          chunk CSVs then also hold a ``draw_spread`` column (NaN if invalid)
     parts/<shard>-<seq>.index.json        the chunk's integrity record: rows, sha256 of its sample ids, and
-                                          bytes + sha256 of each of its files (csv, heatmap_64.npy, raw.npy)
+                                          bytes + sha256 of each of its files (csv, heatmap_64.npy, raw.npy,
+                                          draws_64.npy)
     parts/<shard>-<seq>.csv               manifest rows of one chunk (written LAST: marks the chunk done)
     previews/<n>_<sample id>.png          overlays a person can browse
 
@@ -58,6 +62,8 @@ MANIFEST_COLUMNS = [
     "sample_id", "image_path", "head_x1_px", "head_y1_px", "head_x2_px", "head_y2_px",
     "answer", "key_noun", "valid", "invalid_reason", "source", "part", "row", "raw_h", "raw_w",
 ]
+DRAWS_SUFFIX = ".draws_64.npy"   # [N, K, 64, 64]: the K refined draws per person (refine.keep_draws)
+DRAW_SPREAD = "draw_spread"      # the manifest column beside them (gcdr.heatmaps.argmax_spread of the draws)
 
 
 @dataclass
@@ -66,6 +72,9 @@ class PseudoLabel:
 
     heatmap_64: [64, 64] float in [0, 1] (min-max normalised), all zeros when invalid.
     raw_map:    [h, w] float32 map on the producing model's own grid (e.g. BLIP's 24x24 patches), or None.
+    draws_64:   [K, 64, 64] float in [0, 1]: the K refined draws whose mean is heatmap_64, each min-max
+                normalised (refine.keep_draws; only a writer made with ``draws=K`` takes them), or None.
+    draw_spread: the draws' argmax spread around heatmap_64's argmax (gcdr.heatmaps.argmax_spread), NaN if none.
     """
 
     sample_id: str
@@ -79,6 +88,8 @@ class PseudoLabel:
     head_box_xyxy_px: tuple[float, float, float, float] = (np.nan, np.nan, np.nan, np.nan)
     source: str = ""
     extra: dict = field(default_factory=dict)
+    draws_64: np.ndarray | None = None
+    draw_spread: float = float("nan")
 
 
 def resize_to_64(raw_map: np.ndarray) -> np.ndarray:
@@ -204,15 +215,16 @@ def _check_index_files(folder: Path, chunk: str, index_path: Path, csv_data: byt
         files = index["files"]
         ok = (index.get("chunk") == chunk and isinstance(files, dict) and f"{chunk}.csv" in files
               and f"{chunk}.heatmap_64.npy" in files
-              and set(files) <= {f"{chunk}.csv", f"{chunk}.heatmap_64.npy", f"{chunk}.raw.npy"}
+              and set(files) <= {f"{chunk}.csv", f"{chunk}.heatmap_64.npy", f"{chunk}.raw.npy",
+                                 f"{chunk}{DRAWS_SUFFIX}"}
               and all(isinstance(e["bytes"], int) and isinstance(e["sha256"], str) for e in files.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise _chunk_error(folder, index_path, f"is damaged ({_first_line(error)})") from error
     if not ok:
         raise _chunk_error(folder, index_path, f"is not a valid index of chunk {chunk}")
-    raw_path = parts / f"{chunk}.raw.npy"
-    if raw_path.exists() and raw_path.name not in files:
-        raise _chunk_error(folder, raw_path, f"is not recorded in {index_path.name}")
+    for optional in (parts / f"{chunk}.raw.npy", parts / f"{chunk}{DRAWS_SUFFIX}"):
+        if optional.exists() and optional.name not in files:
+            raise _chunk_error(folder, optional, f"is not recorded in {index_path.name}")
     for name, entry in files.items():
         path = parts / name
         if not path.is_file():
@@ -295,6 +307,12 @@ def _load_chunk(folder: Path, chunk: str, require_index: bool, checksums: bool) 
                                                  f"maps up to {max_h}x{max_w}")
     elif (raw_hw > 0).any():
         raise _chunk_error(folder, raw_path, f"is missing ({csv_path.name} lists raw maps)")
+    draws_path = parts / f"{chunk}{DRAWS_SUFFIX}"
+    if draws_path.is_file():
+        shape = _npy_shape(folder, draws_path)
+        if len(shape) != 4 or shape[0] != n or shape[1] < 1 or shape[2:] != (HEATMAP_SIZE, HEATMAP_SIZE):
+            raise _chunk_error(folder, draws_path, f"has shape {shape}, {csv_path.name} lists {n} persons "
+                                                   f"(expected ({n}, K, {HEATMAP_SIZE}, {HEATMAP_SIZE}))")
     frame["valid"] = [v in ("true", "1") for v in valid]
     return frame, index is not None
 
@@ -394,11 +412,15 @@ class PseudoLabelWriter:
             todo = [s for s in samples if s.sample_id not in writer.done_ids]
             for label in compute(todo):
                 writer.add(label, preview_rgb=overlay)   # preview is optional
+
+    ``draws``: K, for a folder that keeps K refined draws per person (refine.keep_draws): every chunk then
+    gets a draws file [N, K, 64, 64] and a ``draw_spread`` column, zeros and NaN for labels without draws.
     """
 
     def __init__(self, folder: str | Path, shard: str = "rank0", chunk_size: int = 256,
-                 max_previews: int | None = 0):
+                 max_previews: int | None = 0, draws: int | None = None):
         self.folder = Path(folder)
+        self.draws = draws
         self.parts_dir = self.folder / "parts"
         self.preview_dir = self.folder / "previews"
         self.parts_dir.mkdir(parents=True, exist_ok=True)
@@ -430,6 +452,11 @@ class PseudoLabelWriter:
         """Queue one label (flushed every ``chunk_size``); write its preview PNG if one is given and wanted."""
         if label.sample_id in self.done_ids:
             raise ValueError(f"sample {label.sample_id!r} is already in {self.folder}")
+        if label.draws_64 is not None:
+            shape = np.shape(label.draws_64)
+            if not self.draws or shape != (self.draws, HEATMAP_SIZE, HEATMAP_SIZE):
+                raise ValueError(f"sample {label.sample_id!r}: draws of shape {shape} for a writer of "
+                                 f"{self.draws or 'no'} draws per person")
         self.done_ids.add(label.sample_id)
         self._pending.append(label)
         if preview_rgb is not None and self.wants_preview():
@@ -462,7 +489,15 @@ class PseudoLabelWriter:
                 "invalid_reason": lb.invalid_reason, "source": lb.source, "part": chunk, "row": i,
                 "raw_h": raw_h, "raw_w": raw_w, **lb.extra,
             })
+            if self.draws:
+                rows[-1][DRAW_SPREAD] = float(lb.draw_spread) if lb.draws_64 is not None else float("nan")
         files: dict[str, bytes] = {f"{chunk}.heatmap_64.npy": _npy_bytes(heatmaps)}
+        if self.draws:
+            draws = np.zeros((len(labels), self.draws, HEATMAP_SIZE, HEATMAP_SIZE), np.float16)
+            for i, lb in enumerate(labels):
+                if lb.draws_64 is not None:
+                    draws[i] = np.asarray(lb.draws_64, np.float32)
+            files[f"{chunk}{DRAWS_SUFFIX}"] = _npy_bytes(draws)
         if has_raw:
             max_h = max(r.shape[0] for r in raws if r is not None)
             max_w = max(r.shape[1] for r in raws if r is not None)
@@ -659,8 +694,12 @@ class PseudoLabelFolder:
         self._parts = self.manifest["part"].to_numpy()
         self._rows = self.manifest["row"].to_numpy()
         self._valid = self.manifest["valid"].to_numpy(bool)
+        spread = self.manifest.get(DRAW_SPREAD)  # NaN is written as "" (read as text)
+        self._spread = (np.full(len(self.manifest), np.nan) if spread is None
+                        else pd.to_numeric(spread, errors="coerce").to_numpy(np.float64))
         self._heatmaps: dict[str, np.ndarray] = {}
         self._raws: dict[str, np.ndarray | None] = {}
+        self._draws: dict[str, np.ndarray | None] = {}
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -699,6 +738,23 @@ class PseudoLabelFolder:
             self._raws[part] = self._map(path) if path.exists() else None
         return self._raws[part]
 
+    def _part_draws(self, part: str) -> np.ndarray | None:
+        if part not in self._draws:
+            path = self.folder / "parts" / f"{part}{DRAWS_SUFFIX}"
+            self._draws[part] = self._map(path) if path.exists() else None
+        return self._draws[part]
+
+    @property
+    def has_draws(self) -> bool:
+        """Whether the folder keeps refined draws (refine.keep_draws): every chunk has a draws file."""
+        parts = dict.fromkeys(self._parts)
+        return bool(parts) and all((self.folder / "parts" / f"{p}{DRAWS_SUFFIX}").is_file() for p in parts)
+
+    @property
+    def has_draw_spread(self) -> bool:
+        """Whether any person has a ``draw_spread`` value (folders refined with refine.keep_draws)."""
+        return bool(np.isfinite(self._spread).any())
+
     def heatmap_64(self, sample_id: str) -> np.ndarray:
         """[64, 64] float32 in [0, 1]; KeyError naming the folder when the id is absent."""
         try:
@@ -714,6 +770,18 @@ class PseudoLabelFolder:
             return None
         h, w = int(self.manifest.at[i, "raw_h"]), int(self.manifest.at[i, "raw_w"])
         return None if h == 0 else np.asarray(raws[self._rows[i], :h, :w], np.float32)
+
+    def draws_64(self, sample_id: str) -> np.ndarray | None:
+        """[K, 64, 64] float32: the person's K refined draws, each min-max normalised (zeros when invalid); None
+        for a folder written without draws (refine.keep_draws false, other methods, older folders)."""
+        i = self._index[sample_id]
+        draws = self._part_draws(self._parts[i])
+        return None if draws is None else np.asarray(draws[self._rows[i]], np.float32)
+
+    def draw_spread(self, sample_id: str) -> float:
+        """The person's ``draw_spread`` (mean distance of its draws' argmax to its map's argmax, normalised image
+        coordinates); NaN when invalid or when the folder keeps no draws."""
+        return float(self._spread[self._index[sample_id]])
 
     def get(self, sample_id: str) -> PseudoLabel:
         i = self._index[sample_id]
@@ -752,6 +820,14 @@ class PseudoLabelFolders:
     def heatmap_64(self, sample_id: str) -> np.ndarray:
         """[64, 64] float32 of the first folder holding ``sample_id``; KeyError naming the folders otherwise."""
         return self._holder(sample_id).heatmap_64(sample_id)
+
+    def draws_64(self, sample_id: str) -> np.ndarray | None:
+        """[K, 64, 64] draws of the first folder holding ``sample_id`` (None when it keeps none)."""
+        return self._holder(sample_id).draws_64(sample_id)
+
+    def draw_spread(self, sample_id: str) -> float:
+        """``draw_spread`` of the first folder holding ``sample_id`` (NaN when it has none)."""
+        return self._holder(sample_id).draw_spread(sample_id)
 
     def fingerprints(self) -> list[str]:
         """The content fingerprint of each folder; :class:`IncompleteFolderError` for one its stage did not finish."""

@@ -13,6 +13,7 @@ import torch
 from gcdr.heatmaps import (
     add_gaussian,
     argmax_point_norm,
+    argmax_spread,
     as_numpy,
     gaussian_heatmap_64,
     head_box_grid_mask,
@@ -194,6 +195,21 @@ def test_argmax_point_is_the_first_maximum_of_any_map():
         assert all(type(v) is float for v in argmax_point_norm(heatmap))
     with pytest.raises(ValueError, match=r"\[h, w\]"):
         argmax_point_norm(np.zeros((2, 8, 8)))
+
+
+def test_argmax_spread_is_the_mean_distance_of_the_argmax_points():
+    reference = np.zeros((64, 64), np.float32)
+    reference[32, 16] = 1  # (x, y) = (0.25, 0.5)
+    maps = np.zeros((3, 64, 64), np.float32)
+    maps[0, 32, 16] = 1    # on the reference's point: 0
+    maps[1, 32, 48] = 1    # (0.75, 0.5): 0.5 away
+    maps[2, 0, 16] = 1     # (0.25, 0): 0.5 away
+    assert argmax_spread(maps, reference) == pytest.approx(1 / 3)
+    assert argmax_spread(maps[:1], reference) == 0.0
+    maps[2, 0, 0] = 1      # first maximum wins: (0, 0) is sqrt(0.25^2 + 0.5^2) away
+    assert argmax_spread(torch.from_numpy(maps[1:]), reference) == pytest.approx((0.5 + np.hypot(0.25, 0.5)) / 2)
+    with pytest.raises(ValueError, match="K >= 1"):
+        argmax_spread(np.zeros((0, 64, 64)), reference)
 
 
 def test_as_numpy_takes_tensors_arrays_and_sequences():

@@ -1,5 +1,6 @@
 """The pseudo-label folder: round trip, resume, interruption safety, multi-shard merge, lookups, damage."""
 
+import hashlib
 import json
 import os
 
@@ -9,6 +10,7 @@ import pytest
 
 from gcdr.heatmaps import normalize_heatmap
 from gcdr.pseudolabels import (
+    MANIFEST_COLUMNS,
     IncompleteFolderError,
     PseudoLabel,
     PseudoLabelFolder,
@@ -248,6 +250,39 @@ def test_changed_bytes_of_same_size_fail_the_checksum(tmp_path):
         PseudoLabelFolder(tmp_path)
     assert_names(error, raw)
     assert len(PseudoLabelFolder(tmp_path, checksums=False)) == 10  # sizes and shapes still agree
+
+
+def test_draws_round_trip_with_zeros_and_nan_for_labels_without_them(tmp_path):
+    labels = [make_label(i, valid=i != 1) for i in range(5)]
+    draws = {lb.sample_id: np.stack([lb.heatmap_64, lb.heatmap_64[::-1]]) for lb in labels if lb.valid}
+    with PseudoLabelWriter(tmp_path, chunk_size=3, draws=2) as writer:
+        for i, label in enumerate(labels):
+            if label.valid:
+                label.draws_64, label.draw_spread = draws[label.sample_id], 0.125 * i
+            writer.add(label)
+    finalize(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*.draws_64.npy")) == [
+        "rank0-00000.draws_64.npy", "rank0-00001.draws_64.npy"]  # one per chunk, recorded in its index
+    folder = PseudoLabelFolder(tmp_path)
+    assert folder.has_draws and folder.has_draw_spread
+    for i, label in enumerate(labels):
+        if label.valid:
+            np.testing.assert_allclose(folder.draws_64(label.sample_id), draws[label.sample_id], atol=1e-3)
+            assert folder.draw_spread(label.sample_id) == 0.125 * i
+        else:  # zeros and NaN, as refine writes invalid persons
+            assert folder.draws_64(label.sample_id).shape == (2, 64, 64) and not folder.draws_64(label.sample_id).any()
+            assert np.isnan(folder.draw_spread(label.sample_id))
+    assert list(read_manifest(tmp_path).columns) == MANIFEST_COLUMNS + ["draw_spread"]
+
+    draws_file = tmp_path / "parts" / "rank0-00001.draws_64.npy"
+    np.save(draws_file, np.zeros((3, 2, 64, 64), np.float16))  # 3 rows for a chunk of 2 (index rewritten too)
+    index = tmp_path / "parts" / "rank0-00001.index.json"
+    record = json.loads(index.read_text())
+    record["files"][draws_file.name] = {"bytes": draws_file.stat().st_size, "sha256": hashlib.sha256(draws_file.read_bytes()).hexdigest()}
+    index.write_text(json.dumps(record))
+    with pytest.raises(PseudoLabelFolderError, match=r"has shape \(3, 2, 64, 64\), rank0-00001.csv lists 2") as error:
+        PseudoLabelFolder(tmp_path)
+    assert_names(error, draws_file)
 
 
 def test_legacy_folder_without_checksums_is_read_and_checked(tmp_path, caplog):

@@ -16,7 +16,9 @@ Every item holds the same keys with the same shapes, so ``default_collate`` batc
     target_heatmap_64   float32 [64, 64] Gaussian at the (mean) gaze point; zeros unless has_target
     has_target          bool []         labeled and in frame with a gaze point
     prior_heatmap_64    float32 [64, 64] the pseudo-label folder's map, cropped / flipped with the image
+                                        (``pseudo_draws="per_pass"``: an unlabeled person's draw of the epoch)
     prior_valid         bool []         the folder has a valid map for this sample
+    prior_weight        float32 []      only with ``prior_weights``: the person's pseudo-label weight (1 if absent)
     inout               float32 []      1 in frame, 0 out, -1 unknown
     is_labeled          bool []
     gaze_points_norm    float32 [20, 2] all annotators' points in the augmented frame, padded with -1
@@ -46,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -74,6 +76,7 @@ from gcdr.data.transforms import (
     jitter_colour,
     resize_scene,
 )
+from gcdr.errors import UserError
 from gcdr.heatmaps import HEATMAP_SIZE, gaussian_heatmap_64
 from gcdr.pseudolabels import PseudoLabelFolder
 
@@ -108,19 +111,27 @@ class GazeDataset(Dataset):
                       VideoAttentionTarget-like data. Gaze-LLE boxes are never enlarged.
     seed:             base seed of the augmentation.
     two_views:        vat style: add GCDR's second view of every item (``view2_*`` keys, module docstring).
+    pseudo_draws:     "mean": the prior is the folder's map; "per_pass": for an unlabeled person with a valid
+                      map, one of the folder's K refined draws (refine.keep_draws), draw
+                      :func:`pseudo_draw_index` of (seed, epoch, index): another one each epoch.
+    prior_weights:    sample id -> pseudo-label loss weight, given to items as ``prior_weight`` (1 if absent);
+                      None: items have no such key.
     """
 
     def __init__(self, samples: Sequence[PersonSample], *, train: bool, style: Style = "vat",
                  labeled: bool | Sequence[bool] = True, pseudo: PseudoLabelFolder | None = None,
                  scene_size: int | None = None, on_error: OnError = "raise",
                  augment: AugmentConfig | None = None, enlarge_head_box: bool | None = None, seed: int = 0,
-                 two_views: bool = False):
+                 two_views: bool = False, pseudo_draws: str = "mean",
+                 prior_weights: Mapping[str, float] | None = None):
         if style not in ("vat", "gazelle"):
             raise ValueError(f"style must be 'vat' or 'gazelle', got {style!r}")
         if two_views and style != "vat":
             raise ValueError("two_views is GCDR's mean-teacher augmentation: vat style only")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if pseudo_draws not in ("mean", "per_pass"):
+            raise ValueError(f"pseudo_draws must be 'mean' or 'per_pass', got {pseudo_draws!r}")
         labeled_flags = _labeled_flags(labeled, len(samples))
         _check_gaze_point_counts(samples)
         self.train = train
@@ -132,6 +143,8 @@ class GazeDataset(Dataset):
         self.enlarge_head_box = style == "vat" and enlarge_head_box is not False  # None: on for vat
         self.seed = seed
         self.two_views = bool(two_views)
+        self.pseudo_draws = pseudo_draws
+        self.prior_weights = dict(prior_weights) if prior_weights is not None else None
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []     # (sample id, reason) dropped at construction
         self.unreadable: dict[int, str] = {}         # index -> error, found while reading (this process)
@@ -283,15 +296,28 @@ class GazeDataset(Dataset):
         if self.style == "gazelle":
             head_box = clamp_box(head_box, frame_wh)
         gaze_px = np.asarray(sample.gaze_points_norm, np.float64).reshape(-1, 2) * frame_wh  # [K, 2]
-        prior, prior_valid = self._prior(sample.sample_id)
+        prior, prior_valid = self.prior_64(index)
         view = View(image=image, head_box_xyxy_px=head_box, gaze_points_px=gaze_px, inout=sample.inout,
                     body_box_xyxy_px=sample.body_box_xyxy_px, prior_64=prior, labeled=self.labeled[index])
         return view, prior_valid
 
-    def _prior(self, sample_id: str) -> tuple[np.ndarray | None, bool]:
+    def prior_64(self, index: int, epoch: int | None = None) -> tuple[np.ndarray | None, bool]:
+        """Item ``index``'s un-augmented prior map [64, 64] and whether it is valid ((None, False) when the folder
+        lacks the person): the folder's map, or with ``pseudo_draws="per_pass"`` the draw of ``epoch`` (default:
+        the dataset's) of an unlabeled person with a valid map."""
+        sample_id = self.samples[index].sample_id
         if self.pseudo is None or sample_id not in self.pseudo:
             return None, False
-        return self.pseudo.heatmap_64(sample_id), self.pseudo.is_valid(sample_id)
+        valid = self.pseudo.is_valid(sample_id)
+        if self.pseudo_draws == "per_pass" and valid and not self.labeled[index]:
+            draws = self.pseudo.draws_64(sample_id)
+            if draws is None:
+                where = getattr(self.pseudo, "folder", "the pseudo-label folders")
+                raise UserError(f"{where} holds no refined draws of sample {sample_id!r}, which pseudo_draws="
+                                "per_pass reads: refine it with refine.keep_draws=true")
+            epoch = self.epoch if epoch is None else epoch
+            return draws[pseudo_draw_index(self.seed, epoch, index, len(draws))], valid
+        return self.pseudo.heatmap_64(sample_id), valid
 
     def _pixels(self, view: View) -> dict[str, torch.Tensor]:
         """Scene (and face + head channel for vat), colour-jittered after resizing (it is per pixel)."""
@@ -319,7 +345,7 @@ class GazeDataset(Dataset):
         prior = view.prior_64 if view.prior_64 is not None else np.zeros((HEATMAP_SIZE, HEATMAP_SIZE))
         padded = np.full((MAX_GAZE_POINTS, 2), -1.0, np.float32)
         padded[: len(gaze_norm)] = gaze_norm
-        return {
+        labels = {
             "head_box_xyxy_norm": torch.from_numpy(_box_norm(view).astype(np.float32)),
             "target_heatmap_64": torch.from_numpy(target),
             "has_target": torch.tensor(has_target),
@@ -330,6 +356,17 @@ class GazeDataset(Dataset):
             "gaze_points_norm": torch.from_numpy(padded),
             "num_gaze_points": torch.tensor(len(gaze_norm), dtype=torch.int64),
         }
+        if self.prior_weights is not None:
+            weight = self.prior_weights.get(self.samples[index].sample_id, 1.0)
+            labels["prior_weight"] = torch.tensor(weight, dtype=torch.float32)
+        return labels
+
+
+def pseudo_draw_index(seed: int, epoch: int, index: int, draws: int) -> int:
+    """Which of ``draws`` stored draws item ``index`` trains on in ``epoch``: (o + epoch) mod draws, with the
+    offset o drawn once per (seed, index), so each draw is used once every ``draws`` epochs, persons out of step."""
+    offset = int(np.random.default_rng([seed, index]).integers(draws))
+    return (offset + int(epoch)) % draws
 
 
 def _box_norm(view: View) -> np.ndarray:

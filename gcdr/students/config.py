@@ -66,6 +66,18 @@ class StudentConfig:
                        inout_loss_weight 1, 8 epochs, batch 60 (docs/official-code.md#gaze-lle-training-recipes).
     weight_decay:      Adam weight decay (0 in both recipes).
     pseudo_weight:     loss weight of pseudo-labeled rows (labeled rows: 1).
+    pseudo_draws:      mean (the folder's map, the same every pass) | per_pass: a folder refined with
+                       refine.keep_draws holds K draws per person; each pass (epoch) a pseudo-labeled person's
+                       target is one of them, draw (o + epoch) mod K with o drawn once per person from (seed, item
+                       index): every draw once in K epochs, the same choice on any machine
+                       (docs/method.md#k-draws-and-confidence). A folder without draws is refused.
+    pseudo_confidence: none | weight | filter, from the folder's draw_spread (refine.keep_draws) over the
+                       pseudo-labeled persons of the training set: confidence = 1 - rank / (n - 1), the lowest
+                       spread 1 (tied spreads share their mean rank). weight: each pseudo-labeled row's loss weight
+                       is pseudo_weight x the confidence rescaled to mean 1 over those persons; filter: only the
+                       pseudo_keep fraction with the lowest spread is trained on (ties by sample id). A folder
+                       without draw_spread values is refused.
+    pseudo_keep:       filter: the fraction of pseudo-labeled persons kept, in (0, 1] (rounded half up, at least 1).
     unlabeled_inout:   ignore (clean: every valid pseudo-label is a target) | gt (GCDR as coded: drop
                        unlabeled rows whose ground-truth in/out is 0 — a label leak).
     inout_loss_weight: weight of the in/out BCE (0 = off, GCDR's --no_inout); labeled rows only, plus the
@@ -112,6 +124,9 @@ class StudentConfig:
     inout_lr: float | None = None
     weight_decay: float = 0.0
     pseudo_weight: float = 1.0
+    pseudo_draws: str = "mean"
+    pseudo_confidence: str = "none"
+    pseudo_keep: float = 0.5
     unlabeled_inout: str = "ignore"
     inout_loss_weight: float = 0.0
     amp_factor: float = 10000.0
@@ -127,8 +142,11 @@ class StudentConfig:
     def __post_init__(self) -> None:
         from gcdr.students.registry import STUDENTS
 
+        if self.pseudo_confidence is None:  # `--set student.pseudo_confidence=none` parses as null
+            self.pseudo_confidence = "none"
         choices = {"model": tuple(STUDENTS), "lr_schedule": ("auto", "multistep", "cosine", "constant"),
-                   "unlabeled_inout": ("ignore", "gt"),
+                   "unlabeled_inout": ("ignore", "gt"), "pseudo_draws": ("mean", "per_pass"),
+                   "pseudo_confidence": ("none", "weight", "filter"),
                    "eval_protocol": ("auto", "gcdr", "vat", "gazelle"), "vat_video_trained": ("decoder", "all")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -137,6 +155,8 @@ class StudentConfig:
                 isinstance(f, str) for f in self.gradcam_folders)):
             raise ValueError(f"student.gradcam_folders must be a list of folders ([a,b]) or null, "
                              f"got {self.gradcam_folders!r}")
+        if not 0 < self.pseudo_keep <= 1:
+            raise ValueError(f"student.pseudo_keep must be in (0, 1], got {self.pseudo_keep}")
         if self.inout_lr is not None and not self.inout_lr > 0:
             raise ValueError(f"student.inout_lr must be > 0 or null, got {self.inout_lr}")
         for name in ("vat_lstm_layers", "clip_length", "chunk_length"):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LABEL_KEYS = ("head_box_xyxy_norm", "target_heatmap_64", "has_target", "prior_heatmap_64", "prior_valid",
               "inout", "is_labeled", "gaze_points_norm", "num_gaze_points", "image_size_wh")
+OPTIONAL_LABEL_KEYS = ("prior_weight",)  # collected when the base dataset's items hold them
 HALF_KEYS = ("target_heatmap_64", "prior_heatmap_64")  # stored as float16 to halve the memory
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 
@@ -82,7 +83,9 @@ class CachedFeatureDataset(Dataset):
     Items hold the base dataset's label keys plus ``"features"`` [D, g, g] float32 and ``"index"``.
     ``train=True`` applies what survives caching: Gaze-LLE's box jitter (p = 0.5, each side moved by
     U(-0.2, 0.2) x box size, clamped to the image) and, with ``flip``, a horizontal flip (p = 0.5) of
-    features, box and maps. Randomness per (seed, epoch, index) as GazeDataset.
+    features, box and maps. Randomness per (seed, epoch, index) as GazeDataset. With a base of
+    ``pseudo_draws="per_pass"`` the prior is not the one collected at build time but the base's draw of the
+    current epoch (:meth:`GazeDataset.prior_64`, un-augmented as the cache's base), flipped with the item.
 
     Build with :meth:`build`, which runs the base dataset once (decoding each image once per person to get
     the labels) and computes missing features with ``backbone`` (one forward per image).
@@ -131,8 +134,8 @@ class CachedFeatureDataset(Dataset):
         loader = DataLoader(base, batch_size=batch_size, num_workers=num_workers, shuffle=False)
         backbone = backbone.to(device).eval()
         for batch in tqdm(loader, desc="feature cache", disable=not progress):
-            for key in LABEL_KEYS:
-                columns[key].append(batch[key].half() if key in HALF_KEYS else batch[key])
+            for key in (*LABEL_KEYS, *(k for k in OPTIONAL_LABEL_KEYS if k in batch)):
+                columns.setdefault(key, []).append(batch[key].half() if key in HALF_KEYS else batch[key])
             rows, paths = [], []
             for row, index in enumerate(batch["index"].tolist()):
                 path = base.samples[index].image_path
@@ -175,6 +178,10 @@ class CachedFeatureDataset(Dataset):
         item = {name: values[index] for name, values in self.labels.items()}
         for key in HALF_KEYS:
             item[key] = item[key].float()
+        if self.base.pseudo_draws == "per_pass":  # the target changes per pass: not the map collected once
+            prior, _ = self.base.prior_64(index, self.epoch)
+            if prior is not None:
+                item["prior_heatmap_64"] = torch.from_numpy(prior)
         item["features"] = self.features(index)  # [D, g, g]
         item["index"] = torch.tensor(index, dtype=torch.int64)
         if self.train:

@@ -6,9 +6,13 @@ The loop that uses them is gcdr.students.train; the students themselves are chos
 Targets per row (docs/method.md#targets-per-row, #gaze-lle-as-student):
 - labeled rows: the ground-truth Gaussian (``target_heatmap_64``), counted when ``has_target``
   (labeled and in frame);
-- unlabeled rows: the pseudo-label map (``prior_heatmap_64``, cropped / flipped with the image), min-max
-  normalised again after augmentation, counted when the folder marks it valid, weighted by
-  ``pseudo_weight``.
+- unlabeled rows: the pseudo-label map (``prior_heatmap_64``, cropped / flipped with the image; with
+  ``pseudo_draws: per_pass`` one of the person's K refined draws, another each epoch), min-max normalised again
+  after augmentation, counted when the folder marks it valid, weighted by ``pseudo_weight`` (times the person's
+  confidence weight ``prior_weight`` with ``pseudo_confidence: weight``).
+Confidence (``pseudo_confidence``, :func:`apply_confidence`): from the folder's ``draw_spread`` of the
+pseudo-labeled persons, ``weight`` rescales their loss, ``filter`` keeps the ``pseudo_keep`` fraction with the
+lowest spread (docs/method.md#k-draws-and-confidence).
 Losses: each student's ``heatmap_loss`` (VAT = masked per-sample MSE x 10000 on the raw heatmap; Gaze-LLE = BCE
 on its sigmoid output), plus the in/out BCE when ``inout_loss_weight`` > 0.
 
@@ -33,6 +37,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from gcdr.data.sample import IN_FRAME, PersonSample
+from gcdr.errors import UserError
 from gcdr.heatmaps import normalize_heatmaps
 from gcdr.pseudolabels import PseudoLabelFolder
 from gcdr.students.config import StudentConfig, student_config  # noqa: F401 (gcdr.config.SECTIONS names it here)
@@ -50,12 +55,15 @@ class TrainingSet:
     samples / labeled: the persons and their labeled flag (labeled first, then pseudo-labeled);
     counts: labeled, pseudo (kept), and the unlabeled persons dropped per reason
     (``pseudo_missing``: not in the folder, ``pseudo_invalid:<reason>``, ``gt_out_of_frame`` with
-    unlabeled_inout=gt).
+    unlabeled_inout=gt, ``pseudo_low_confidence`` with pseudo_confidence=filter);
+    pseudo_weights: sample id -> confidence weight of a pseudo-labeled person (pseudo_confidence=weight; mean 1),
+    empty otherwise.
     """
 
     samples: list[PersonSample]
     labeled: list[bool]
     counts: dict[str, int] = field(default_factory=dict)
+    pseudo_weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def labeled_indices(self) -> list[int]:
@@ -97,6 +105,77 @@ def assemble_training_set(labeled: Sequence[PersonSample], unlabeled: Sequence[P
         counts["pseudo"] = 0
         log.info("training set: %d labeled persons (no pseudo-labels)", len(labeled))
     return TrainingSet(list(labeled) + kept, [True] * len(labeled) + [False] * len(kept), dict(counts))
+
+
+class PseudoOptionsError(UserError, ValueError):
+    """A pseudo-label option (student.pseudo_draws / pseudo_confidence) the folder cannot serve; one line."""
+
+
+def check_pseudo_options(cfg: StudentConfig, pseudo: PseudoLabelFolder | None) -> None:
+    """Refuse, in one line naming the folder, per_pass without stored draws and a confidence mode without
+    draw_spread values (folders refined without refine.keep_draws), or either without a folder."""
+    asked = [f"student.{name}={value}" for name, value, default in (
+        ("pseudo_draws", cfg.pseudo_draws, "mean"), ("pseudo_confidence", cfg.pseudo_confidence, "none"))
+        if value != default]
+    if not asked:
+        return
+    if pseudo is None:
+        raise PseudoOptionsError(f"{' and '.join(asked)} concern pseudo-labels: train with a pseudo-label folder "
+                                 "(PSEUDO=<folder>), or leave them at their defaults")
+    how = "refine it again with refine.keep_draws=true refine.samples=K (K >= 2)"
+    if cfg.pseudo_draws == "per_pass" and not pseudo.has_draws:
+        raise PseudoOptionsError(f"{pseudo.folder} holds no refined draws, which student.pseudo_draws=per_pass "
+                                 f"trains on: {how}, or use student.pseudo_draws=mean")
+    if cfg.pseudo_confidence != "none" and not pseudo.has_draw_spread:
+        raise PseudoOptionsError(f"{pseudo.folder} has no draw_spread values, which student.pseudo_confidence="
+                                 f"{cfg.pseudo_confidence} ranks: {how}, or use student.pseudo_confidence=none")
+
+
+def spread_confidence(spreads: Sequence[float] | np.ndarray) -> np.ndarray:
+    """1 - rank / (n - 1) per spread, ranks from 0 (lowest spread: confidence 1, highest: 0); tied spreads share
+    their mean rank. [n] float64; a single spread gets 1."""
+    spreads = np.asarray(spreads, np.float64)
+    n = len(spreads)
+    if n <= 1:
+        return np.ones(n)
+    ranks = np.empty(n)
+    ranks[np.argsort(spreads, kind="stable")] = np.arange(n)
+    _, groups = np.unique(spreads, return_inverse=True)
+    ranks = (np.bincount(groups, weights=ranks) / np.bincount(groups))[groups]
+    return 1.0 - ranks / (n - 1)
+
+
+def apply_confidence(train_set: TrainingSet, pseudo: PseudoLabelFolder | None, cfg: StudentConfig) -> TrainingSet:
+    """``cfg.pseudo_confidence`` applied to the pseudo-labeled persons of ``train_set`` (module docstring):
+    ``weight`` fills ``pseudo_weights`` (confidence / its mean), ``filter`` keeps round(pseudo_keep x n) of them
+    (half up, at least 1), those of lowest draw_spread, ties by sample id, in their order; ``none``: unchanged."""
+    indices = train_set.unlabeled_indices
+    if pseudo is None or cfg.pseudo_confidence == "none" or not indices:
+        return train_set
+    ids = [train_set.samples[i].sample_id for i in indices]
+    spreads = np.array([pseudo.draw_spread(sample_id) for sample_id in ids])
+    lacking = np.flatnonzero(~np.isfinite(spreads))
+    if len(lacking):
+        raise PseudoOptionsError(f"{pseudo.folder} has no draw_spread for {len(lacking)} of the {len(ids)} "
+                                 f"pseudo-labeled persons (e.g. {ids[lacking[0]]!r}), which "
+                                 f"student.pseudo_confidence={cfg.pseudo_confidence} ranks: refine it again with "
+                                 "refine.keep_draws=true")
+    counts = dict(train_set.counts)
+    if cfg.pseudo_confidence == "weight":
+        confidence = spread_confidence(spreads)
+        weights = confidence / confidence.mean()
+        log.info("confidence weights of %d pseudo-labeled persons: %.3f to %.3f (mean 1), from draw_spread %.4f "
+                 "to %.4f", len(ids), weights.min(), weights.max(), spreads.min(), spreads.max())
+        return TrainingSet(train_set.samples, train_set.labeled, counts, dict(zip(ids, weights.tolist())))
+    n_keep = max(1, math.floor(cfg.pseudo_keep * len(ids) + 0.5))
+    order = sorted(range(len(ids)), key=lambda k: (spreads[k], ids[k]))
+    dropped = {indices[k] for k in order[n_keep:]}
+    kept = [i for i in range(len(train_set.samples)) if i not in dropped]
+    counts["pseudo"] = n_keep
+    counts["pseudo_low_confidence"] = len(dropped)
+    log.info("confidence filter (student.pseudo_keep=%g): kept %d of %d pseudo-labeled persons (draw_spread <= "
+             "%.4f), dropped %d", cfg.pseudo_keep, n_keep, len(ids), spreads[order[n_keep - 1]], len(dropped))
+    return TrainingSet([train_set.samples[i] for i in kept], [train_set.labeled[i] for i in kept], counts)
 
 
 # ---------------------------------------------------------------------------------------- batches
@@ -167,8 +246,10 @@ def batch_targets(batch: dict[str, torch.Tensor], cfg: StudentConfig) -> dict[st
         pseudo_ok = pseudo_ok & (batch["inout"] == IN_FRAME)
     target = torch.where(is_labeled[:, None, None], batch["target_heatmap_64"].float(), prior)
     mask = torch.where(is_labeled, batch["has_target"].bool(), pseudo_ok)
-    weight = torch.where(is_labeled, torch.ones_like(prior[:, 0, 0]), torch.full_like(prior[:, 0, 0],
-                                                                                       cfg.pseudo_weight))
+    pseudo_weight = torch.full_like(prior[:, 0, 0], cfg.pseudo_weight)
+    if "prior_weight" in batch:  # per-person confidence weights (pseudo_confidence: weight)
+        pseudo_weight = pseudo_weight * batch["prior_weight"].float()
+    weight = torch.where(is_labeled, torch.ones_like(prior[:, 0, 0]), pseudo_weight)
     inout = batch["inout"].float()
     if cfg.unlabeled_inout != "gt":
         inout = torch.where(is_labeled, inout, torch.full_like(inout, -1.0))

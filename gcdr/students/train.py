@@ -1,9 +1,10 @@
 """Stage 3: train a student on labeled + pseudo-labeled persons (``make train-student``), top to bottom.
 
 Training set: the labeled persons of the split (ground-truth Gaussians) plus the unlabeled persons that have a
-valid map in the pseudo-label folder (the map is their target); no folder = the labeled persons only; ratio 1.0
-= every train person labeled. The student is whichever ``student.model`` names (gcdr.students.registry), its
-loss its own (gcdr.students.recipe.student_loss). A run trains for a fixed budget (epochs x steps) and reports
+valid map in the pseudo-label folder (the map is their target; ``pseudo_draws: per_pass``: one of its K refined
+draws per epoch; ``pseudo_confidence``: weighted or filtered by the folder's draw_spread); no folder = the labeled
+persons only; ratio 1.0 = every train person labeled. The student is whichever ``student.model`` names
+(gcdr.students.registry), its loss its own (gcdr.students.recipe.student_loss). A run trains for a fixed budget (epochs x steps) and reports
 the last model: no checkpoint is chosen by test metrics. The test split is scored once, after the last epoch
 (``eval_every`` > 0 adds intermediate test rows to history.csv for plotting; they choose nothing).
 
@@ -57,7 +58,9 @@ from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
 from gcdr.students.recipe import (
     EpochBatchSampler,
     TrainingSet,
+    apply_confidence,
     assemble_training_set,
+    check_pseudo_options,
     lr_lambda,
     student_loss,
 )
@@ -69,10 +72,11 @@ log = logging.getLogger("gcdr.train_student")
 STAGE = "train_student"
 # Fields that may change between a run and its resumption (the budget); any other change is another request.
 BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_threads")
-# settings added after requests were first recorded (the video student's): left out of the request at these
-# defaults, so that the runs written before them still match their request
+# settings added after requests were first recorded (the video student's, VAT-GC's, the K draws'): left out of the
+# request at these defaults, so that the runs written before them still match their request
 LATER_DEFAULTS = {"vat_lstm_layers": 2, "vat_video_trained": "decoder", "vat_skip_bn_for_single_row": False,
-                  "clip_length": 50, "chunk_length": 3, "inout_lr": None, "gradcam_folders": None}
+                  "clip_length": 50, "chunk_length": 3, "inout_lr": None, "gradcam_folders": None,
+                  "pseudo_draws": "mean", "pseudo_confidence": "none", "pseudo_keep": 0.5}
 LABELED_DATASET_FORMATS = ("gazefollow", "videoattentiontarget", "childplay", "goo")
 
 
@@ -113,11 +117,12 @@ def run_request(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None,
 
 
 def training_set(cfg: dict[str, Any], folder: PseudoLabelFolder | None, student: StudentConfig) -> TrainingSet:
-    """Labeled + valid pseudo-labeled persons (of ``folder``, or none)."""
+    """Labeled + valid pseudo-labeled persons (of ``folder``, or none), weighted or filtered by confidence."""
     ratio = float(cfg["split"]["ratio"])
     labeled = load_samples(cfg, "train" if ratio >= 1.0 else "labeled")
     unlabeled = load_samples(cfg, "unlabeled") if folder is not None and ratio < 1.0 else []
-    return assemble_training_set(labeled, unlabeled, folder, student.unlabeled_inout)
+    return apply_confidence(assemble_training_set(labeled, unlabeled, folder, student.unlabeled_inout), folder,
+                            student)
 
 
 def make_datasets(cfg: RunConfig, student: StudentConfig, train_set: TrainingSet, folder: PseudoLabelFolder | None,
@@ -133,7 +138,9 @@ def make_datasets(cfg: RunConfig, student: StudentConfig, train_set: TrainingSet
     test_ds = GazeDataset(load_samples(cfg, "test"), train=False, labeled=True, pseudo=maps, **common)
     use_cache = uses_feature_cache(student)
     train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled,
-                           pseudo=folder if maps is None else maps, seed=student.seed, **common)
+                           pseudo=folder if maps is None else maps, seed=student.seed,
+                           pseudo_draws=student.pseudo_draws, prior_weights=train_set.pseudo_weights or None,
+                           **common)
     if common["on_error"] == "skip":
         # evaluation must not score a person on another person's image (what a replaced item would be), and
         # the feature cache keys its labels by position: drop unreadable persons now (they are counted)
@@ -190,6 +197,7 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
         raise UserError(f"student.model {student.model!r} reads its Grad-CAM input where pseudo-labels would go: "
                         f"train it with PSEUDO=none (--pseudo none), got {pseudo}")
     folder, pseudo_fingerprint = open_pseudo(cfg, pseudo)  # refused unless final and complete
+    check_pseudo_options(student, folder)  # per_pass / confidence without draws: refused before the claim
     request = run_request(student, cfg, pseudo, pseudo_fingerprint, maps.fingerprints() if maps is not None else None)
     # the main process claims the folder for all processes (lock, request, provenance)
     with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart, main_process=main) as output:

@@ -116,6 +116,8 @@ class RefineConfig:
     T: int = 250                           # denoise_steps N: start noise level (0 = input, 500 = pure noise)
     steps: int = 2                         # DDIM steps from T down to 0
     samples: int = 1                       # refinements averaged per person
+    keep_draws: bool = False               # gcdr: also store every draw (parts/*.draws_64.npy) and each person's
+                                           # draw_spread (gcdr.pseudolabels); needs samples >= 2
     batch_size: int = 64
     seed: int = 0
     eta: float = 1.0                       # DDIM eta
@@ -137,6 +139,9 @@ class RefineConfig:
             raise ValueError("refine.method=student (self-training) needs refine.student: the model folder of a "
                              "student trained on the labeled persons (make train-student PSEUDO=none)")
         _check_at_least("refine", self, T=0, steps=1, samples=1, batch_size=1, eta=0.0)
+        if self.keep_draws and self.samples < 2:
+            raise ValueError(f"refine.keep_draws=true keeps the draws of refine.samples, which is {self.samples}: "
+                             "set refine.samples >= 2 (SAMPLES=) or refine.keep_draws=false")
 
 
 def _check_choices(section: str, cfg, **allowed: tuple) -> None:

@@ -235,21 +235,23 @@ def _as_coded_step(scheduler: DDIMScheduler, x_scaled: torch.Tensor, x0_01: torc
 @torch.no_grad()
 def refine_heatmaps(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, context: list[torch.Tensor],
                     prior_heatmap_64: torch.Tensor, denoise_steps: int, inference_steps: int,
-                    noises: Sequence[SamplingNoise], eta: float = 1.0,
-                    semantics: str = "intended") -> tuple[torch.Tensor, torch.Tensor]:
+                    noises: Sequence[SamplingNoise], eta: float = 1.0, semantics: str = "intended",
+                    return_draws: bool = False) -> tuple[torch.Tensor, ...]:
     """GCDR refinement (docs/method.md#refinement): noise each map to ``denoise_steps``, DDIM back to 0, average.
 
     context: ``model.encode`` of the persons' (scene, head channel, face); prior_heatmap_64: [B, 64, 64]
     maps (normalised to [0, 1] here); noises: one SamplingNoise per averaged draw (``noise_for_samples``;
     its ``steps`` must hold at least ``inference_steps`` entries). ``denoise_steps`` = 0 returns the
     normalised input; ``denoise_steps`` >= the number of training steps ignores the input (pure noise).
-    Returns (refined [B, 64, 64] min-max normalised, mean x0 [B, 64, 64] before normalisation).
+    Returns (refined [B, 64, 64] min-max normalised, mean x0 [B, 64, 64] before normalisation); with
+    ``return_draws`` also each draw's x0 [draws, B, 64, 64] (not normalised), whose mean is the second.
     """
     if semantics not in SEMANTICS:
         raise ValueError(f"unknown sampler semantics {semantics!r}; choose from {SEMANTICS}")
     prior = normalize_heatmaps(prior_heatmap_64.float()).unsqueeze(1)  # [B, 1, 64, 64]
     if denoise_steps <= 0:
-        return prior.squeeze(1), prior.squeeze(1)
+        prior = prior.squeeze(1)
+        return (prior, prior, prior.expand(len(noises), *prior.shape)) if return_draws else (prior, prior)
     num_train = model.config.num_train_timesteps
     from_noise = denoise_steps >= num_train
     timesteps = refine_timesteps(min(denoise_steps, num_train), inference_steps)
@@ -273,7 +275,10 @@ def refine_heatmaps(model: GazeDiffusionTeacher, scheduler: DDIMScheduler, conte
     all_step_noise = torch.cat(step_noise, dim=1)  # [S, draws * B, 1, 64, 64]
     x0 = ddim_sample(model, scheduler, model.repeat_context(context, draws), x_start, timesteps, all_step_noise,
                      eta=eta, semantics=semantics)  # [draws * B, 1, 64, 64]
-    mean_x0 = x0.view(draws, -1, *x0.shape[-2:]).mean(0)  # [B, 64, 64]
+    x0_draws = x0.view(draws, -1, *x0.shape[-2:])  # [draws, B, 64, 64]
+    mean_x0 = x0_draws.mean(0)  # [B, 64, 64]
+    if return_draws:
+        return normalize_heatmaps(mean_x0), mean_x0, x0_draws
     return normalize_heatmaps(mean_x0), mean_x0
 
 

@@ -9,7 +9,10 @@ gcdr.paths.refined_dir) through PseudoLabelWriter:
   person and draw), DDIM runs from T down to 0 in ``steps`` steps conditioned on the person's scene / head /
   face (GazeDataset, no augmentation), ``samples`` draws are averaged and min-max normalised. T = 0 returns the
   input; T = 500 (the number of training steps) starts from pure noise and ignores it. The teacher is
-  ``refine.teacher`` (default <teacher_dir>/model, written by `make train-teacher`).
+  ``refine.teacher`` (default <teacher_dir>/model, written by `make train-teacher`). With ``keep_draws`` every
+  draw is kept too, min-max normalised (parts/*.draws_64.npy), with each person's ``draw_spread``: the mean
+  distance of the draws' argmax to the mean map's argmax (gcdr.heatmaps.argmax_spread, on the stored float16
+  maps); the mean map is the same as without it (docs/method.md#k-draws-and-confidence).
 - ``none``: the source map itself (normalised): the "raw Grad-CAM" baseline.
 - ``argmax``: a sigma-3 Gaussian at the argmax of the raw Grad-CAM grid, x = (idx mod w) / w,
   y = (idx div w) / h, no half-cell offset (docs/method.md#baselines-raw-grad-cam-and-argmax); the 64x64 map
@@ -21,8 +24,9 @@ gcdr.paths.refined_dir) through PseudoLabelWriter:
 The source must be final and hold every person of the split (gcdr.pseudolabels.check_final), else one line
 says which stage to finish. The output folder is claimed for one request (gcdr.stage_output.StageOutput):
 method, source and its content fingerprint, split, the persons (their fingerprint), and for ``gcdr`` the
-teacher and its sha256, T, steps, samples, seed, eta, semantics. The same request resumes (persons already written are skipped) or, once
-done, does nothing; another request is refused with one line (``--restart`` replaces it).
+teacher and its sha256, T, steps, samples, seed, eta, semantics (keep_draws only when true). The same request
+resumes (persons already written are skipped) or, once done, does nothing; another request is refused with one
+line (``--restart`` replaces it).
 
 Persons whose Grad-CAM is invalid stay invalid (same reason); a refinement that comes out constant or not
 finite (e.g. from an untrained teacher) is written invalid with reason "refined_" +
@@ -53,7 +57,13 @@ from gcdr.data.dataset import GazeDataset, enlarges_head_boxes, gaze_collate
 from gcdr.data.sample import PersonSample
 from gcdr.errors import UserError
 from gcdr.fingerprints import file_sha256, folder_sha256, samples_fingerprint
-from gcdr.heatmaps import argmax_point_norm, gaussian_heatmap_64, normalize_heatmap, normalize_heatmaps
+from gcdr.heatmaps import (
+    argmax_point_norm,
+    argmax_spread,
+    gaussian_heatmap_64,
+    normalize_heatmap,
+    normalize_heatmaps,
+)
 from gcdr.processes import cpu_processes
 from gcdr.pseudolabels import (
     PseudoLabel,
@@ -140,6 +150,11 @@ def refine_split(cfg: RunConfig, src: str | Path | None = None, out: str | Path 
         request.update(teacher=str(teacher_dir.resolve()), teacher_sha256=file_sha256(teacher_dir / WEIGHTS_FILE),
                        T=refine.T, steps=refine.steps, samples=refine.samples, seed=refine.seed, eta=refine.eta,
                        semantics=refine.semantics)
+        if refine.keep_draws:  # only when true: folders refined before it existed keep their request
+            request["keep_draws"] = True
+    elif refine.keep_draws:
+        log.info("refine.keep_draws applies to method gcdr only (like refine.samples): method %s keeps no draws",
+                 refine.method)
     details = dict(source_provenance=source.provenance.get("stage"), persons=len(samples))
     # the main process claims the folder (lock, request) for all processes; the others wait for it
     with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart,
@@ -201,8 +216,9 @@ def write_refined(shard: list[PersonSample], source: PseudoLabelFolder, out_dir:
     """This process's persons (every one in ``source``) refined into ``out_dir``; returns the seconds taken."""
     start = time.perf_counter()
     previews = refine.previews if state.is_main_process else 0
+    draws = refine.samples if refine.keep_draws and refine.method == "gcdr" else None
     with PseudoLabelWriter(out_dir, shard=f"rank{state.process_index}", chunk_size=256,
-                           max_previews=None if previews < 0 else previews) as writer:
+                           max_previews=None if previews < 0 else previews, draws=draws) as writer:
         todo = [s for s in shard if s.sample_id not in writer.done_ids]
         log.info("rank %d/%d: %d of %d persons to do (%s) -> %s", state.process_index, state.num_processes,
                  len(todo), len(shard), refine.method, out_dir)
@@ -252,6 +268,7 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
     loader = DataLoader(dataset, batch_size=refine.batch_size, shuffle=False, num_workers=refine.num_workers,
                         collate_fn=gaze_collate)
     direct = refine.method == "direct"
+    keep_draws = writer.draws is not None
     title = "direct mapping" if direct else f"GCDR T={refine.T} steps={refine.steps}"
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"refine T={refine.T}", disable=not progress):
@@ -262,13 +279,17 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
             prior = torch.from_numpy(np.stack([source.heatmap_64(i) for i in ids])).to(device)  # [B, 64, 64]
             context = model.encode(batch["scene"].to(device), batch["head_channel"].to(device),
                                    batch["face"].to(device))
+            draws = None
             if direct:
                 mean_x0 = model.denoise(*direct_inputs(prior, model.config.scale), context).squeeze(1)
                 refined = normalize_heatmaps(mean_x0)  # [B, 64, 64]
             else:
                 noises = noise_for_samples(ids, refine.seed, draws=refine.samples, steps=max(num_steps, 1))
-                refined, mean_x0 = refine_heatmaps(model, scheduler, context, prior, refine.T, refine.steps, noises,
-                                                   eta=refine.eta, semantics=refine.semantics)  # [B, 64, 64]
+                outputs = refine_heatmaps(model, scheduler, context, prior, refine.T, refine.steps, noises,
+                                          eta=refine.eta, semantics=refine.semantics, return_draws=keep_draws)
+                refined, mean_x0 = outputs[:2]  # [B, 64, 64]
+                if keep_draws:  # each draw min-max normalised, rounded as stored: [B, K, 64, 64] float16
+                    draws = normalize_heatmaps(outputs[2]).transpose(0, 1).cpu().numpy().astype(np.float16)
             refined, mean_x0 = refined.cpu().numpy(), mean_x0.cpu().numpy()
             for row, sample_id in enumerate(ids):
                 if sample_id in writer.done_ids:  # written by an earlier run, or an on_error=skip stand-in repeat
@@ -282,7 +303,11 @@ def refine_with_teacher(model: GazeDiffusionTeacher, samples: list[PersonSample]
                 image = (before_after_preview(sample, prior[row].cpu().numpy(), refined[row], title,
                                               source.get(sample_id).answer)
                          if writer.wants_preview() else None)
-                writer.add(output_label(sample, refined[row], source.get(sample_id)), preview_rgb=image)
+                label = output_label(sample, refined[row], source.get(sample_id))
+                if draws is not None:
+                    label.draws_64 = draws[row]
+                    label.draw_spread = argmax_spread(draws[row], refined[row].astype(np.float16))
+                writer.add(label, preview_rgb=image)
     for index, error in dataset.unreadable.items():  # undecodable images (on_error: skip)
         sample = dataset.samples[index]
         if sample.sample_id not in writer.done_ids:
