@@ -334,3 +334,18 @@ def test_train_student_with_per_pass_and_filter_records_the_persons_used(refined
         train_student(tiny_student_cfg(cfg, pseudo_draws="per_pass"), str(plain), out_dir=refused)
     assert str(error.value).startswith(str(plain)) and "\n" not in str(error.value)
     assert not refused.exists()  # refused before the folder is claimed
+
+
+def test_spread_check_scores_the_low_and_high_spread_halves_and_refuses_a_folder_without_draws(refined):
+    from gcdr_tools.spread_check import spread_check
+
+    cfg, root, unlabeled, plain, kept = refined
+    result = spread_check(cfg, str(kept))
+    folder = PseudoLabelFolder(kept)
+    scored = [s for s in unlabeled if s.inout == 1 and folder.is_valid(s.sample_id)]
+    assert result["persons"] == len(scored) > 0
+    low, high = result["low_spread_avg_l2"], result["high_spread_avg_l2"]
+    assert min(low, high) - 1e-9 <= result["avg_l2"] <= max(low, high) + 1e-9
+    assert -1.0 <= result["spearman"] <= 1.0
+    with pytest.raises(SystemExit, match="keep_draws"):
+        spread_check(cfg, str(plain))
