@@ -17,6 +17,7 @@ from gcdr.config import add_config_args, config_from_args
 from gcdr.data import load_samples
 from gcdr.heatmaps import argmax_point_norm
 from gcdr.pseudolabels import PseudoLabelFolder
+from gcdr.students.recipe import average_ranks
 
 
 def spread_check(cfg, folder: str) -> dict[str, float]:
@@ -32,7 +33,7 @@ def spread_check(cfg, folder: str) -> dict[str, float]:
     if not np.isfinite(spread).all():
         raise SystemExit(f"{folder}: no draw_spread for every person (refine it with refine.keep_draws=true)")
     low = spread <= np.median(spread)
-    ranks = [np.argsort(np.argsort(v)) for v in (spread, l2)]
+    ranks = [average_ranks(v) for v in (spread, l2)]  # Spearman with ties
     return {"persons": len(l2), "avg_l2": l2.mean(), "low_spread_avg_l2": l2[low].mean(),
             "high_spread_avg_l2": l2[~low].mean(), "spearman": float(np.corrcoef(*ranks)[0, 1])}
 

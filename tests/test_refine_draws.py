@@ -36,6 +36,7 @@ from gcdr.students.recipe import (
     PseudoOptionsError,
     TrainingSet,
     apply_confidence,
+    average_ranks,
     batch_targets,
     check_pseudo_options,
     spread_confidence,
@@ -206,6 +207,7 @@ def test_filter_keeps_the_lowest_spread_ties_by_sample_id(tmp_path):
 def test_weight_has_mean_one_and_orders_by_spread(tmp_path):
     assert spread_confidence([0.3, 0.1, 0.2]).tolist() == [0.0, 1.0, 0.5]
     assert spread_confidence([0.1, 0.1, 0.4]).tolist() == [0.75, 0.75, 0.0]  # ties share their mean rank
+    assert average_ranks([2.0, 1.0, 2.0, 0.5]).tolist() == [2.5, 1.0, 2.5, 0.0]  # spread_check's Spearman too
     folder = write_spread_folder(tmp_path / "w", SPREADS)
     weighted = apply_confidence(training_set_of(SPREADS), folder, StudentConfig(pseudo_confidence="weight"))
     assert [s.sample_id for s in weighted.samples] == ["lab0", *SPREADS]  # nobody dropped

@@ -131,18 +131,22 @@ def check_pseudo_options(cfg: StudentConfig, pseudo: PseudoLabelFolder | None) -
                                  f"{cfg.pseudo_confidence} ranks: {how}, or use student.pseudo_confidence=none")
 
 
+def average_ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Ranks from 0 (smallest) to n - 1; tied values share their mean rank. [n] float64."""
+    values = np.asarray(values, np.float64)
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    _, groups = np.unique(values, return_inverse=True)
+    return (np.bincount(groups, weights=ranks) / np.bincount(groups))[groups]
+
+
 def spread_confidence(spreads: Sequence[float] | np.ndarray) -> np.ndarray:
-    """1 - rank / (n - 1) per spread, ranks from 0 (lowest spread: confidence 1, highest: 0); tied spreads share
-    their mean rank. [n] float64; a single spread gets 1."""
-    spreads = np.asarray(spreads, np.float64)
+    """1 - rank / (n - 1) per spread (:func:`average_ranks`: the lowest spread gets confidence 1, the highest 0,
+    tied spreads the same). [n] float64; a single spread gets 1."""
     n = len(spreads)
     if n <= 1:
         return np.ones(n)
-    ranks = np.empty(n)
-    ranks[np.argsort(spreads, kind="stable")] = np.arange(n)
-    _, groups = np.unique(spreads, return_inverse=True)
-    ranks = (np.bincount(groups, weights=ranks) / np.bincount(groups))[groups]
-    return 1.0 - ranks / (n - 1)
+    return 1.0 - average_ranks(spreads) / (n - 1)
 
 
 def apply_confidence(train_set: TrainingSet, pseudo: PseudoLabelFolder | None, cfg: StudentConfig) -> TrainingSet:
