@@ -76,7 +76,15 @@ _ABSENT = object()
 # Settings added after requests were first recorded, dotted, with the value that reproduces the older behaviour:
 # a recorded request without the key matches a new one that holds exactly this value (so older output stays
 # usable); any other value is a difference as usual.
-LATER_DEFAULTS: dict[str, Any] = {"dataset.childplay_subset": "all"}
+LATER_DEFAULTS: dict[str, Any] = {
+    "dataset.childplay_subset": "all",
+    "teacher.attention_heads": None, "teacher.objective": "diffusion", "teacher.prior": None,  # train_teacher
+    "keep_draws": False,  # refine (gcdr method)
+    # train_student: the video student's, VAT-GC's and the K draws' settings
+    "student.vat_lstm_layers": 2, "student.vat_video_trained": "decoder", "student.vat_skip_bn_for_single_row": False,
+    "student.clip_length": 50, "student.chunk_length": 3, "student.inout_lr": None, "student.gradcam_folders": None,
+    "student.pseudo_draws": "mean", "student.pseudo_confidence": "none", "student.pseudo_keep": 0.5,
+}
 
 
 def request_differences(recorded: dict[str, Any], request: dict[str, Any]) -> list[str]:

@@ -188,6 +188,16 @@ def test_mean_teacher_run_trains_and_resumes_as_one_run(synth_cfg):
         train_teacher.train(dict(cfg, teacher=dict(TINY, epochs=3)), root / "resumed", progress=False)
     assert "mean_teacher_views" not in train_teacher.fingerprint(TeacherConfig())  # supervised runs: as before
 
+    # a checkpoint from before the later teacher settings (no prior, objective, attention_heads) resumes at their
+    # old values (gcdr.stage_output.LATER_DEFAULTS); another setting is named in the refusal
+    later = ("prior", "objective", "attention_heads")
+    older = dict(resumed, fingerprint={k: v for k, v in resumed["fingerprint"].items() if k not in later})
+    torch.save(older, root / "resumed" / "checkpoint.pt")
+    assert train_teacher.train(dict(cfg, teacher=dict(TINY, epochs=3)), root / "resumed", progress=False)["epoch"] == 3
+    with pytest.raises(ValueError, match=r"teacher.lr: 0.001 -> 0.002\); pass --restart"):
+        train_teacher.load_checkpoint(root / "resumed" / "checkpoint.pt", TeacherConfig(**dict(TINY, lr=2e-3)),
+                                      None, None, None)
+
 
 def test_teacher_folder_of_another_request_is_refused_in_one_line_and_restart_replaces_it(synth_cfg):
     """The teacher's output folder is claimed for its request (gcdr.stage_output): another lr is refused with one

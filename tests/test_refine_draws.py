@@ -30,6 +30,7 @@ from gcdr.pseudolabels import (
     PseudoLabelWriter,
     finalize,
 )
+from gcdr.stage_output import request_differences
 from gcdr.students.config import StudentConfig
 from gcdr.students.feature_cache import CachedFeatureDataset, FeatureCache
 from gcdr.students.recipe import (
@@ -100,11 +101,14 @@ def test_keep_draws_stores_every_draw_and_the_same_mean_map(refined):
     for sample_id in invalid:
         assert not folder.draws_64(sample_id).any() and np.isnan(folder.draw_spread(sample_id))
 
-    # the manifest and the request gain draw_spread / keep_draws only with keep_draws
+    # the manifest gains draw_spread only with keep_draws; a request recorded before keep_draws matches false
     assert "draw_spread" in (kept / "manifest.csv").read_text().splitlines()[0]
     assert "draw_spread" not in (plain / "manifest.csv").read_text().splitlines()[0]
     assert json.loads((kept / "request.json").read_text())["request"]["keep_draws"] is True
-    assert "keep_draws" not in json.loads((plain / "request.json").read_text())["request"]
+    plain_request = json.loads((plain / "request.json").read_text())["request"]
+    older = {k: v for k, v in plain_request.items() if k != "keep_draws"}
+    assert plain_request["keep_draws"] is False and request_differences(older, plain_request) == []
+    assert request_differences(older, json.loads((kept / "request.json").read_text())["request"])
     assert not list((plain / "parts").glob("*.draws_64.npy"))
 
     # a folder without draws (older, keep_draws false, other methods) reads: None / NaN
@@ -324,12 +328,16 @@ def test_train_student_with_per_pass_and_filter_records_the_persons_used(refined
     assert json.loads((out / "metrics.json").read_text())["training_set"] == result["training_set"]
     student_request = json.loads((out / "request.json").read_text())["request"]["student"]
     assert student_request["pseudo_draws"] == "per_pass" and student_request["pseudo_confidence"] == "filter"
-    assert "pseudo_keep" not in student_request  # at its default: left out, as the other later settings
+    assert student_request["pseudo_keep"] == 0.5
 
     default = train_student(tiny_student_cfg(cfg), str(plain), out_dir=root / "students" / "default")
     assert default["training_set"]["pseudo"] == n_valid and "pseudo_low_confidence" not in default["training_set"]
-    request = json.loads((root / "students" / "default" / "request.json").read_text())["request"]["student"]
-    assert not {"pseudo_draws", "pseudo_confidence", "pseudo_keep"} & set(request)
+    request = json.loads((root / "students" / "default" / "request.json").read_text())["request"]
+    later = {"pseudo_draws", "pseudo_confidence", "pseudo_keep"}
+    older = {**request, "student": {k: v for k, v in request["student"].items() if k not in later}}
+    assert request_differences(older, request) == []  # students written before these settings still match
+    changed = {**request, "student": {**request["student"], "pseudo_keep": 0.25}}
+    assert request_differences(older, changed) == ["student.pseudo_keep: (absent) -> 0.25"]
 
     refused = root / "students" / "refused"
     with pytest.raises(PseudoOptionsError) as error:

@@ -72,11 +72,6 @@ log = logging.getLogger("gcdr.train_student")
 STAGE = "train_student"
 # Fields that may change between a run and its resumption (the budget); any other change is another request.
 BUDGET_FIELDS = ("epochs", "max_steps", "eval_every", "num_workers", "cpu_threads")
-# settings added after requests were first recorded (the video student's, VAT-GC's, the K draws'): left out of the
-# request at these defaults, so that the runs written before them still match their request
-LATER_DEFAULTS = {"vat_lstm_layers": 2, "vat_video_trained": "decoder", "vat_skip_bn_for_single_row": False,
-                  "clip_length": 50, "chunk_length": 3, "inout_lr": None, "gradcam_folders": None,
-                  "pseudo_draws": "mean", "pseudo_confidence": "none", "pseudo_keep": 0.5}
 LABELED_DATASET_FORMATS = ("gazefollow", "videoattentiontarget", "childplay", "goo")
 
 
@@ -105,8 +100,7 @@ def run_request(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None,
     """What defines a run (everything but the budget): the StageOutput request, also stored in last.pt as its
     ``fingerprint``. ``pseudo_fingerprint``: the pseudo-label folder's content fingerprint; absent without one.
     ``input_maps_fingerprints``: those of the student's input-map folders (VAT-GC's Grad-CAM); absent without."""
-    values = {k: v for k, v in dataclasses.asdict(student).items()
-              if k not in BUDGET_FIELDS and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+    values = {k: v for k, v in dataclasses.asdict(student).items() if k not in BUDGET_FIELDS}
     run = {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
            "dataset": dict(cfg.get("dataset") or {})}
     if pseudo:

@@ -24,7 +24,7 @@ gcdr.paths.refined_dir) through PseudoLabelWriter:
 The source must be final and hold every person of the split (gcdr.pseudolabels.check_final), else one line
 says which stage to finish. The output folder is claimed for one request (gcdr.stage_output.StageOutput):
 method, source and its content fingerprint, split, the persons (their fingerprint), and for ``gcdr`` the
-teacher and its sha256, T, steps, samples, seed, eta, semantics (keep_draws only when true). The same request
+teacher and its sha256, T, steps, samples, seed, eta, semantics, keep_draws. The same request
 resumes (persons already written are skipped) or, once done, does nothing; another request is refused with one
 line (``--restart`` replaces it).
 
@@ -149,9 +149,7 @@ def refine_split(cfg: RunConfig, src: str | Path | None = None, out: str | Path 
                 f"({model.config.num_train_timesteps} = sampling from pure noise)")
         request.update(teacher=str(teacher_dir.resolve()), teacher_sha256=file_sha256(teacher_dir / WEIGHTS_FILE),
                        T=refine.T, steps=refine.steps, samples=refine.samples, seed=refine.seed, eta=refine.eta,
-                       semantics=refine.semantics)
-        if refine.keep_draws:  # only when true: folders refined before it existed keep their request
-            request["keep_draws"] = True
+                       semantics=refine.semantics, keep_draws=refine.keep_draws)
     elif refine.keep_draws:
         log.info("refine.keep_draws applies to method gcdr only (like refine.samples): method %s keeps no draws",
                  refine.method)

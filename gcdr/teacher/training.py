@@ -59,7 +59,7 @@ from gcdr.metrics import evaluate
 from gcdr.paths import split_files
 from gcdr.processes import cpu_processes
 from gcdr.pseudolabels import PseudoLabelFolder, check_final
-from gcdr.stage_output import StageOutput
+from gcdr.stage_output import StageOutput, request_differences
 from gcdr.students.vat import heatmap_mse_loss
 from gcdr.teacher.config import TeacherConfig
 from gcdr.teacher.diffusion import (
@@ -95,11 +95,9 @@ class TeacherCheckpointError(UserError, ValueError):
 
 # ------------------------------------------------------------------------------------------- the request
 def fingerprint(teacher: TeacherConfig) -> dict[str, Any]:
-    """What defines a teacher run (not its budget); settings added later are left out at their default, so
-    checkpoints written before they existed still resume."""
-    kept = {k: v for k, v in dataclasses.asdict(teacher).items()
-            if k not in BUDGET_FIELDS and not (k == "attention_heads" and v is None)
-            and not (k == "objective" and v == "diffusion") and not (k == "prior" and v is None)}
+    """What defines a teacher run (not its budget); compared through gcdr.stage_output.request_differences, so
+    checkpoints written before a setting existed still resume at its old value (stage_output.LATER_DEFAULTS)."""
+    kept = {k: v for k, v in dataclasses.asdict(teacher).items() if k not in BUDGET_FIELDS}
     if teacher.mean_teacher:  # one-view mean-teacher checkpoints (before GCDR's two views) must not resume
         kept["mean_teacher_views"] = 2
     return kept
@@ -290,9 +288,10 @@ def load_checkpoint(checkpoint_path: Path, teacher: TeacherConfig, model: nn.Mod
 
     checkpoint = load_torch_file(checkpoint_path, map_location="cpu", weights_only=True,
                                  hint="delete it or pass --restart to train from scratch")
-    if checkpoint["fingerprint"] != fingerprint(teacher):
-        changed = sorted(k for k in fingerprint(teacher) if checkpoint["fingerprint"].get(k) != fingerprint(teacher)[k])
-        raise TeacherCheckpointError(f"{checkpoint_path} was trained with other teacher settings ({changed}); "
+    changed = request_differences({"teacher": checkpoint["fingerprint"]}, {"teacher": fingerprint(teacher)})
+    if changed:
+        raise TeacherCheckpointError(f"{checkpoint_path} was trained with other teacher settings "
+                                     f"({', '.join(changed)}); "
                                      "pass --restart to start over or --out for a new folder")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
