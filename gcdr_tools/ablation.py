@@ -73,6 +73,8 @@ class AblationConfig:
     second arm that only swaps the pseudo-labels' source (e.g. another VQA model) and shares those runs.
     teacher_root: take the diffusion teachers from another ablation folder (<root>/seed<S>/r<R>/teacher, the
     same split and teacher settings: the stage then finds them finished) instead of training them again.
+    baselines_root: with ``baselines: false``, the ablation folder whose labeled-only and full-supervision runs
+    this arm shares: their finished metrics are read into the tables and the claims (nothing is run there).
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -84,6 +86,7 @@ class AblationConfig:
     student_overrides: dict[str, list[str]] = field(default_factory=dict)
     baselines: bool = True
     teacher_root: str | None = None
+    baselines_root: str | None = None
     extra_sources: list[str] = field(default_factory=lambda: ["direct mapping", "self-training"])
     draws: int = 4
 
@@ -153,10 +156,15 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
 
     def student_stages(seed: int, ratio: float | None, source: str, pseudo: Path | None, after: tuple[str, ...],
                        split_overrides: list[str], folder: Path, models: list[str] | None = None) -> None:
-        if pseudo is None and not ablation.baselines:
+        shared = pseudo is None and not ablation.baselines
+        if shared and not ablation.baselines_root:
             return
         for model in models or ablation.students:
             name = model + "-" + re.sub(r"[ ,()]+", "-", source.replace("+ ", "")).strip("-")
+            if shared:  # another arm's run: read, never run
+                runs.append(Run(model, seed, ratio, source, None,
+                                Path(ablation.baselines_root) / folder.relative_to(root) / "students" / name))
+                continue
             out_dir = folder / "students" / name
             runs.append(Run(model, seed, ratio, source, pseudo, out_dir))
             # the Gaze-LLE student's frozen encoder is the stand-in VQA's vision tower
@@ -514,7 +522,9 @@ def run_ablation(config: str, overrides: list[str], report: str = "ablation", jo
     students, quality = student_table(plan), quality_table(cfg, plan)
     students.to_csv(out / "students.csv", index=False)
     quality.to_csv(out / "quality.csv", index=False)
-    text = (f"# GCDR {report} on {cfg.get('name')}\n\n" + summary_markdown(students, quality, ablation) + "\n"
+    shared = (f"Labeled only and full supervision: the runs of {ablation.baselines_root}, shared with this arm "
+              "(read, not run here).\n\n" if ablation.baselines_root and not ablation.baselines else "")
+    text = (f"# GCDR {report} on {cfg.get('name')}\n\n" + shared + summary_markdown(students, quality, ablation) + "\n"
             + claims_markdown(students, quality, ablation))
     write_text_atomic(out / "results.md", text)
     plot_ablation(out / "results.png", students, ablation)

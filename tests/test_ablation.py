@@ -1,5 +1,7 @@
 """`make ablation`'s plan: the grid it promises, every stage after what it needs, one folder per run."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -72,6 +74,17 @@ def test_a_second_arm_shares_teachers_and_skips_the_runs_without_pseudo_labels()
     assert teachers and all(s.extra[-1].startswith("/elsewhere/ablation/seed") for s in teachers)
     refines = [s for s in result.stages if s.module == "refine" and "T=" in s.name]
     assert all(any(o.startswith("refine.teacher=/elsewhere/ablation/") for o in s.overrides) for s in refines)
+
+
+def test_a_second_arm_reads_the_shared_baselines_from_their_folder_and_runs_none_of_them():
+    result, _ = plan("ablation.baselines=false", "ablation.baselines_root=/elsewhere/ablation")
+    shared = {(run.source, run.seed, run.ratio): run.out_dir for run in result.runs
+              if run.source in ("labeled only", "full supervision")}
+    assert shared[("labeled only", 0, 0.1)] == Path("/elsewhere/ablation/seed0/r0.1/students/gazelle-labeled-only")
+    assert shared[("full supervision", 2, None)] == Path(
+        "/elsewhere/ablation/seed2/full/students/gazelle-full-supervision")
+    assert not [s for s in result.stages if s.module == "train_student" and
+                ("labeled only" in s.name or "full supervision" in s.name)]
 
 
 def test_the_vat_gc_teacher_is_an_opt_in_source_with_its_own_chain():
