@@ -87,7 +87,9 @@ def test_ctrl_c_is_one_line_and_exit_code_130(capsys):
 
 
 def test_sigint_to_a_running_stage_prints_one_line_without_traceback():
-    script = ("import time\nfrom gcdr.locking import run_stage\n"
+    # Python's own Ctrl-C handler first: under a shell's background job (`make test &`) SIGINT arrives ignored
+    script = ("import signal, time\nfrom gcdr.locking import run_stage\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "def main():\n    print('ready', flush=True)\n    time.sleep(60)\n"
               "run_stage(main)\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
