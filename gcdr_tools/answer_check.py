@@ -10,31 +10,23 @@ carries gaze only through the answer, so a useful VQA shows clearly lower L2 for
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from gcdr.config import add_config_args, config_from_args
-from gcdr.data import load_samples
-from gcdr.heatmaps import argmax_point_norm
 from gcdr.pseudolabels import PseudoLabelFolder
+from gcdr_tools.report import argmax_errors, folder_check_main
 from gcdr_tools.synthgaze import target_name
 
 
 def answer_check(cfg, folder: str) -> dict[str, float]:
     maps = PseudoLabelFolder(folder)
     right, l2 = [], []
-    for sample in load_samples(cfg, "unlabeled"):
-        if sample.inout != 1 or sample.sample_id not in maps or not maps.is_valid(sample.sample_id):
-            continue
+    for sample, error in argmax_errors(cfg, maps):
         truth_name = target_name(sample.meta)
         if truth_name is None:
             raise SystemExit(f"{sample.sample_id}: no SynthGaze target in its meta column (answer_check reads "
                              "SynthGaze data only)")
-        guess = np.asarray(argmax_point_norm(maps.heatmap_64(sample.sample_id)))
-        truth = np.asarray(sample.gaze_points_norm, np.float64).reshape(-1, 2).mean(0)
         right.append(maps.get(sample.sample_id).answer == truth_name)
-        l2.append(float(np.hypot(*(guess - truth))))
+        l2.append(error)
     if not l2:
         raise SystemExit(f"{folder}: no valid in-frame unlabeled person of this split to score")
     right_mask, l2 = np.array(right), np.array(l2)
@@ -44,13 +36,7 @@ def answer_check(cfg, folder: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
-    parser.add_argument("folder", help="a Grad-CAM pseudo-label folder of SynthGaze persons")
-    args = parser.parse_args(argv)
-    result = answer_check(config_from_args(args), args.folder)
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-    return result
+    return folder_check_main(answer_check, __doc__, "a Grad-CAM pseudo-label folder of SynthGaze persons", argv)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,31 @@ def read_student_metrics(student_dir: Path) -> dict[str, float]:
             metrics = metrics[key]
             break
     return {k: float(metrics[k]) for k in METRIC_COLUMNS if k in metrics}
+
+
+def argmax_errors(cfg: dict[str, Any], maps: PseudoLabelFolder) -> list[tuple[Any, float]]:
+    """(sample, L2 of the map's argmax to the mean gaze point, normalised image coordinates) for each valid,
+    in-frame unlabeled person of ``cfg``'s split held by ``maps``: what the folder checks (spread, answers) score."""
+    errors = []
+    for sample in load_samples(cfg, "unlabeled"):
+        if sample.inout != 1 or sample.sample_id not in maps or not maps.is_valid(sample.sample_id):
+            continue
+        guess = np.asarray(argmax_point_norm(maps.heatmap_64(sample.sample_id)))
+        truth = np.asarray(sample.gaze_points_norm, np.float64).reshape(-1, 2).mean(0)
+        errors.append((sample, float(np.hypot(*(guess - truth)))))
+    return errors
+
+
+def folder_check_main(check, description: str, folder_help: str, argv: list[str] | None = None) -> dict[str, float]:
+    """The command line of a folder check: config options + one folder; prints ``key=value`` on one line."""
+    import argparse
+
+    from gcdr.config import add_config_args, config_from_args
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("folder", help=folder_help)
+    args = parser.parse_args(argv)
+    result = check(config_from_args(args), args.folder)
+    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    return result
