@@ -244,13 +244,16 @@ def test_refine_baselines(synth_cfg):
     assert np.unravel_index(np.argmax(argmax_gaussian(grid)), (64, 64)) == (16, 38)
 
 
+TINY_TEACHER = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "attention_head_dim": 8,
+                "norm_groups": 4, "attention_levels": [3], "batch_size": 4, "epochs": 1, "val_max_persons": 2,
+                "val_steps": 2, "lr": 1e-3}
+
+
 def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
     from pipelines import train_teacher
 
     cfg, root, _ = synth_cfg
-    tiny = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "attention_head_dim": 8,
-            "norm_groups": 4, "attention_levels": [3], "batch_size": 4, "epochs": 1, "val_max_persons": 2,
-            "val_steps": 2, "lr": 1e-3}
+    tiny = TINY_TEACHER
     cfg = dict(cfg, teacher=tiny)
     out = root / "teacher_run"
     first = train_teacher.train(cfg, out, progress=False)
@@ -269,6 +272,30 @@ def test_train_teacher_stage_trains_checkpoints_and_resumes(synth_cfg):
     row = train_teacher.train(dict(cfg, teacher=mean_teacher), root / "teacher_mt", progress=False)
     assert row["ema_decay"] == 0.0 and row["consistency_weight"] == pytest.approx(4000 * np.exp(-5))
     assert np.isfinite(row["consistency_loss"]) and row["consistency_loss"] >= 0
+
+
+def test_teacher_step_budget_is_the_same_run_cut_exactly_and_resumes(synth_cfg):
+    from pipelines import train_teacher
+
+    cfg, root, _ = synth_cfg
+    teacher = dict(TINY_TEACHER, val_split="none")
+    by_epochs = train_teacher.train(dict(cfg, teacher=dict(teacher, epochs=2)), root / "t_epochs", progress=False)
+    per_epoch = by_epochs["step"] // 2
+    assert per_epoch >= 2  # so that a cut epoch is a real cut
+    by_steps = train_teacher.train(dict(cfg, teacher=dict(teacher, train_steps=2 * per_epoch)), root / "t_steps",
+                                   progress=False)
+    assert (by_steps["epoch"], by_steps["step"]) == (2, 2 * per_epoch)
+    weights = [(root / name / "model" / "model.safetensors").read_bytes() for name in ("t_epochs", "t_steps")]
+    assert weights[0] == weights[1]  # whole epochs: the budget in steps is the same run
+
+    cut = train_teacher.train(dict(cfg, teacher=dict(teacher, train_steps=per_epoch + 1)), root / "t_cut",
+                              progress=False)
+    assert (cut["epoch"], cut["step"]) == (2, per_epoch + 1)  # the second epoch stops after one batch
+    resumed = train_teacher.train(dict(cfg, teacher=dict(teacher, train_steps=2 * per_epoch + 1)), root / "t_cut",
+                                  progress=False)  # a larger budget resumes the same folder
+    assert (resumed["epoch"], resumed["step"]) == (3, 2 * per_epoch + 1)
+    with pytest.raises(ValueError, match="teacher.train_steps must be >= 1"):
+        train_teacher.train(dict(cfg, teacher=dict(teacher, train_steps=0)), root / "t_zero", progress=False)
 
 
 # --------------------------------------------------------------------- unfinished inputs, locks, leftovers

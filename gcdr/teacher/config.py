@@ -51,6 +51,8 @@ class TeacherConfig:
 
     # optimisation
     epochs: int = 30
+    train_steps: int | None = None         # the budget in optimiser steps, the same at every label ratio
+                                           # (the last epoch is cut short); None = ``epochs`` whole epochs
     batch_size: int = 32
     lr: float = 2e-4
     weight_decay: float = 0.0
@@ -89,6 +91,8 @@ class TeacherConfig:
         if self.objective == "direct" and (self.mean_teacher or not self.prior):
             raise ValueError("teacher.objective=direct maps Grad-CAM maps to heatmaps: it needs teacher.prior (a "
                              "Grad-CAM folder holding the labeled persons) and no mean teacher")
+        if self.train_steps is not None:
+            _check_at_least("teacher", self, train_steps=1)
         _check_at_least("teacher", self, epochs=1, batch_size=1, num_train_timesteps=1, teacher_steps=1, val_steps=1,
                         labeled_batch_size=1, val_every=0, val_max_persons=0, lr=0.0, weight_decay=0.0, eta=0.0)
         if self.mean_teacher and not self.labeled_batch_size < self.batch_size:

@@ -23,9 +23,9 @@ The output folder (gcdr.stage_output.StageOutput, stage "train-teacher")::
     log.csv, tb/    one row per epoch (losses, EMA decay, consistency weight, validation), TensorBoard
     request.json, provenance.json
 
-The request (:func:`teacher_request`) is the ``teacher:`` section but its budget (``BUDGET_FIELDS``: epochs,
-validation, workers, threads may change between runs) and the persons trained on (the labeled split file's
-sha256 and the persons' fingerprint). Another request on the folder is refused with one line naming what
+The request (:func:`teacher_request`) is the ``teacher:`` section but its budget (``BUDGET_FIELDS``: epochs or
+train_steps, validation, workers, threads may change between runs) and the persons trained on (the labeled split
+file's sha256 and the persons' fingerprint). Another request on the folder is refused with one line naming what
 differs (``--restart`` empties it). A run restarts from checkpoint.pt at the next epoch; randomness is
 re-derived from (seed, epoch, process) at the start of every epoch, so a resumed run continues as an
 uninterrupted one.
@@ -86,7 +86,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_DIR = "model"
 HISTORY_FILE = "log.csv"
 # Fields that may change when a run is resumed (the budget); any other change needs --restart.
-BUDGET_FIELDS = ("epochs", "val_every", "val_split", "val_steps", "val_max_persons", "num_workers", "cpu_threads")
+BUDGET_FIELDS = ("epochs", "train_steps", "val_every", "val_split", "val_steps", "val_max_persons", "num_workers",
+                 "cpu_threads")
 
 
 class TeacherCheckpointError(UserError, ValueError):
@@ -152,6 +153,14 @@ def supervised_batches(n_samples: int, batch_size: int, seed: int, epoch: int, r
         batches.pop()
     per_process = len(batches) // world
     return batches[rank::world][:per_process]
+
+
+def planned_epochs(teacher: TeacherConfig, batches_per_epoch: int) -> int:
+    """The run's epochs: ``teacher.epochs``, or with ``teacher.train_steps`` as many as those steps need (the last
+    one is then cut short, so a run is ``train_steps`` optimiser steps at any label ratio)."""
+    if teacher.train_steps is None:
+        return teacher.epochs
+    return math.ceil(teacher.train_steps / batches_per_epoch)
 
 
 def epoch_batches(two_stream: TwoStreamBatchSampler | None, n_samples: int, teacher: TeacherConfig, epoch: int,
@@ -350,20 +359,27 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
     model = build_teacher(teacher)
     ema = make_ema_teacher(model) if teacher.mean_teacher else None
     optimizer = torch.optim.Adam(model.parameters(), lr=teacher.lr, weight_decay=teacher.weight_decay)
+    two_stream = None
+    if ema is not None:
+        two_stream = TwoStreamBatchSampler(range(n_labeled, len(train_ds)), range(n_labeled), teacher.batch_size,
+                                           teacher.labeled_batch_size, seed=teacher.seed)
+    batches_per_epoch = len(epoch_batches(two_stream, len(train_ds), teacher, 0, rank, world))
+    if not batches_per_epoch:
+        raise ValueError(f"{len(train_ds)} persons give no batch of {teacher.batch_size} per process")
+    epochs = planned_epochs(teacher, batches_per_epoch)
     start_epoch, global_step, history = 0, 0, []
     checkpoint_path = out_dir / CHECKPOINT_FILE
     if checkpoint_path.is_file() and not restart:
         start_epoch, global_step, history = load_checkpoint(checkpoint_path, teacher, model, optimizer, ema)
         log.info("resuming %s at epoch %d (step %d)", checkpoint_path, start_epoch, global_step)
-    if start_epoch >= teacher.epochs:
+    if start_epoch >= epochs:
         if accelerator.is_main_process and not _finished(output, start_epoch):
             # killed after the last checkpoint, before the run was marked done: model/ may lag behind it
             model.save_pretrained(out_dir / MODEL_DIR)
             output.finish(epochs_done=start_epoch, last=history[-1] if history else {},
                           model_dir=str(out_dir / MODEL_DIR))
             log.info("%s: model/ exported again from the epoch-%d checkpoint", out_dir, start_epoch)
-        log.info("%s: already trained for %d epochs (teacher.epochs=%d); nothing to do", out_dir, start_epoch,
-                 teacher.epochs)
+        log.info("%s: already trained for %d epochs (%d planned); nothing to do", out_dir, start_epoch, epochs)
         return history[-1] if history else {}
 
     counts = model.parameter_counts()
@@ -374,7 +390,7 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
     if accelerator.is_main_process:
         log.info("teacher %s: %s parameters; %d labeled%s persons; %d epochs from %d -> %s", teacher.encoder,
                  f"{counts['total']:,}", n_labeled,
-                 f" + {len(unlabeled)} unlabeled (mean teacher)" if ema is not None else "", teacher.epochs,
+                 f" + {len(unlabeled)} unlabeled (mean teacher)" if ema is not None else "", epochs,
                  start_epoch, out_dir)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -388,16 +404,12 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
 
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=global_step)
 
-    two_stream = None
-    if ema is not None:
-        two_stream = TwoStreamBatchSampler(range(n_labeled, len(train_ds)), range(n_labeled), teacher.batch_size,
-                                           teacher.labeled_batch_size, seed=teacher.seed)
-    for epoch in range(start_epoch, teacher.epochs):
+    for epoch in range(start_epoch, epochs):
         torch.manual_seed(epoch_seed(teacher.seed, epoch, rank))
         train_ds.set_epoch(epoch)
         batches = epoch_batches(two_stream, len(train_ds), teacher, epoch, rank, world)
-        if not batches:
-            raise ValueError(f"{len(train_ds)} persons give no batch of {teacher.batch_size} per process")
+        if teacher.train_steps is not None:
+            batches = batches[: teacher.train_steps - global_step]
         loader = DataLoader(train_ds, batch_sampler=batches, num_workers=teacher.num_workers,
                             collate_fn=gaze_collate)
         model.train()
@@ -407,7 +419,7 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
         sums = {"loss": 0.0, "supervised_loss": 0.0, "consistency_loss": 0.0}
         decay = float("nan")
         start = time.perf_counter()
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{teacher.epochs}", leave=False, disable=not show):
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show):
             batch = {k: v.to(device) for k, v in batch.items()}
             loss, supervised, consistency = training_step(model, optimizer, batch, train_scheduler,
                                                           unwrapped.config.scale, mean_teacher,
@@ -424,7 +436,7 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
         row = {"epoch": epoch + 1, "step": global_step, **dict(zip(sums, means.tolist())),
                "consistency_weight": weight if ema is not None else 0.0, "ema_decay": decay,
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 2)}
-        last_epoch = epoch + 1 == teacher.epochs
+        last_epoch = epoch + 1 == epochs
         if accelerator.is_main_process and val_ds is not None and (
                 last_epoch or (teacher.val_every > 0 and (epoch + 1) % teacher.val_every == 0)):
             row.update(validate(unwrapped, val_ds, teacher, device, progress=show))
@@ -436,13 +448,13 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
                 if key not in ("epoch", "step") and isinstance(value, float) and math.isfinite(value):
                     writer.add_scalar(f"epoch/{key}", value, epoch + 1)
             writer.flush()
-            log.info("epoch %d/%d: %s", epoch + 1, teacher.epochs,
+            log.info("epoch %d/%d: %s", epoch + 1, epochs,
                      ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                                if k != "epoch"))
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
         writer.close()
-    output.finish(epochs_done=teacher.epochs, last=history[-1], model_dir=str(out_dir / MODEL_DIR), **details)
+    output.finish(epochs_done=epochs, last=history[-1], model_dir=str(out_dir / MODEL_DIR), **details)
     accelerator.wait_for_everyone()
     return history[-1]
