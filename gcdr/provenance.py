@@ -1,4 +1,5 @@
-"""What produced an output: config, models, code revision, time. Written next to every stage's outputs."""
+"""What produced an output: config, models, code revision, library versions, time. Written next to every stage's
+outputs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from typing import Any
 from gcdr.atomic import write_json_atomic
 
 PROVENANCE_FILE = "provenance.json"
+# Recorded because the same seed gives the same numbers only with the same numerical kernels: another torch
+# release (or CPU instruction set) moves a from-scratch CNN's metrics by about one seed's spread.
+LIBRARIES = ("torch", "torchvision", "transformers", "diffusers", "accelerate", "numpy")
 
 
 def git_revision(repo_dir: str | os.PathLike | None = None) -> str:
@@ -28,6 +32,21 @@ def git_revision(repo_dir: str | os.PathLike | None = None) -> str:
         return "unknown"
 
 
+def library_versions() -> dict[str, str]:
+    """Installed versions of the numerical libraries (``LIBRARIES``) and torch's CPU kernel level."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    if "torch" in sys.modules:  # not imported just for this
+        versions["torch_cpu_capability"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
+    return versions
+
+
 def provenance(stage: str, config: dict[str, Any] | None = None, **details: Any) -> dict[str, Any]:
     """A JSON-able record: stage, config, details (model ids, checkpoints, sources...), git revision, time."""
     return {
@@ -36,6 +55,7 @@ def provenance(stage: str, config: dict[str, Any] | None = None, **details: Any)
         "git_revision": git_revision(),
         "command": " ".join(sys.argv),
         "python": platform.python_version(),
+        "libraries": library_versions(),
         "host": platform.node(),
         **details,
         "config": config or {},
