@@ -115,11 +115,9 @@ def test_split_stage_writes_once_and_records_provenance(tmp_path):
     use_name, left_name = split_file_names(0.1)
     record = json.loads((folder / "provenance.json").read_text())
     assert record["stage"] == "split" and record["splits"]["0.1"]["counts"]["labeled"] == 20
-    import numpy
     import torch
-    assert record["libraries"]["numpy"] == numpy.__version__  # the kernels the numbers came from
-    assert record["libraries"]["torch"] == torch.__version__.split("+")[0] or \
-        record["libraries"]["torch"] == torch.__version__
+    assert record["libraries"]["numpy"] == np.__version__  # the kernels the numbers came from
+    assert torch.__version__.startswith(record["libraries"]["torch"])  # the wheel's "+cu130" tag aside
     mtime = os.stat(folder / use_name).st_mtime_ns
     split_pipeline.main(["--config", str(config), "--set", "split.ratio=0.1", "--set", "split.seed=1"])
     assert os.stat(folder / use_name).st_mtime_ns == mtime  # same request: nothing rewritten
