@@ -79,6 +79,7 @@ _ABSENT = object()
 LATER_DEFAULTS: dict[str, Any] = {
     "dataset.childplay_subset": "all",
     "teacher.attention_heads": None, "teacher.objective": "diffusion", "teacher.prior": None,  # train_teacher
+    "teacher.input_size": 224,
     "keep_draws": False,  # refine (gcdr method)
     # train_student: the video student's, VAT-GC's and the K draws' settings
     "student.vat_lstm_layers": 2, "student.vat_video_trained": "decoder", "student.vat_skip_bn_for_single_row": False,

@@ -36,6 +36,7 @@ class TeacherConfig:
     # (0.19 + 0.28 GFLOP per person for encoder + one U-Net call, 0.9 M parameters).
     encoder: str = "resnet18"              # resnet50 = official VAT encoder; resnet18 = small stand-in
     encoder_width: int | None = 8          # resnet18 pathway width (None = VATEncoder's 32); null for resnet50
+    input_size: int = 224                  # encoder input in pixels (VAT 224; 128 = a 3x cheaper CPU encoder)
     init_weights: str | None = None        # VAT state dict for the encoder (name + shape matching)
     unet_channels: int = 8                 # U-Net base width (official 64)
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # official [1, 2, 3, 4]
@@ -103,7 +104,8 @@ class TeacherConfig:
 
     def model_config(self) -> TeacherModelConfig:
         return TeacherModelConfig(
-            encoder=self.encoder, encoder_width=self.encoder_width, unet_channels=self.unet_channels,
+            encoder=self.encoder, encoder_width=self.encoder_width, input_size=self.input_size,
+            unet_channels=self.unet_channels,
             channel_mult=tuple(self.channel_mult), layers_per_block=self.layers_per_block,
             attention_levels=tuple(self.attention_levels), attention_head_dim=self.attention_head_dim,
             attention_heads=self.attention_heads, norm_groups=self.norm_groups,

@@ -61,7 +61,7 @@ from torch import nn
 
 from gcdr.atomic import atomic_path, write_json_atomic
 from gcdr.checkpoints import LoadReport, load_vat_weights, read_model_dir, weights_do_not_fit
-from gcdr.encoders import VATEncoder
+from gcdr.encoders import VAT_INPUT_SIZE, VATEncoder
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class TeacherModelConfig:
 
     encoder:            VATEncoder backbone, "resnet50" (official, 2048-channel fused feature) or "resnet18".
     encoder_width:      resnet18 pathway width (None = VATEncoder's default 32); must be None for resnet50.
+    input_size:         the encoder's square input in pixels (VAT's 224; the 224-px scene, head channel and face
+                        are area-resized to it, a smaller one is a cheaper CPU teacher with a coarser context grid).
     Defaults: the CPU demo size (0.9 M parameters); ``official()`` is GCDR's (79.23 M).
     unet_channels:      U-Net base width; level l has unet_channels * channel_mult[l] channels.
     channel_mult:       one entry per level; level l works at heatmap_size / 2**l pixels.
@@ -94,6 +96,7 @@ class TeacherModelConfig:
 
     encoder: str = "resnet18"
     encoder_width: int | None = 8
+    input_size: int = VAT_INPUT_SIZE  # absent from configs saved before it existed: 224, as then
     unet_channels: int = 8
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
     layers_per_block: int = 2
@@ -231,7 +234,8 @@ class GazeDiffusionTeacher(nn.Module):
         super().__init__()
         self.config = config or TeacherModelConfig()
         channels = self.config.level_channels
-        self.feat_extractor = VATEncoder(self.config.encoder, width=self.config.encoder_width)
+        self.feat_extractor = VATEncoder(self.config.encoder, width=self.config.encoder_width,
+                                         input_size=self.config.input_size)
         self.compress_conv1 = nn.Conv2d(self.feat_extractor.out_channels, channels[-1], kernel_size=1, bias=False)
         self.compress_bn1 = nn.BatchNorm2d(channels[-1])
         for level in reversed(range(len(channels) - 1)):  # upsample_2, upsample_1, upsample_0 (official order)
