@@ -66,7 +66,8 @@ class AblationConfig:
     """The ``ablation:`` config section.
 
     seeds, ratios: the grid; sweep_ratio: the ratio at which every T of ``ts`` is refined (others: ``main_T``)
-    and the ``extra_sources`` run (direct mapping, self-training);
+    and the ``extra_sources`` run (direct mapping, self-training); sweep_students: students also on the other
+    Ts' pseudo-labels (false: those are refined and scored, students read only ``main_T``'s; the demo's budget);
     students: student models trained on every source; student_overrides: per student model, ``key=value``
     overrides of the ``student:`` section (budget, backbone) used for every run of that model.
     baselines: also train the students that read no pseudo-label (labeled only, full supervision); false for a
@@ -82,6 +83,7 @@ class AblationConfig:
     ts: list[int] = field(default_factory=lambda: [100, 250, 400])
     main_T: int = 250
     sweep_ratio: float = 0.1
+    sweep_students: bool = True
     students: list[str] = field(default_factory=lambda: ["gazelle"])
     student_overrides: dict[str, list[str]] = field(default_factory=dict)
     baselines: bool = True
@@ -254,8 +256,9 @@ def plan_ablation(cfg: dict[str, Any], ablation: AblationConfig) -> Plan:
                                     [*split, "refine.method=gcdr", f"refine.T={T}", "refine.split=unlabeled",
                                      f"refine.seed={seed}", f"refine.teacher={teacher / 'model'}"],
                                     ["--src", str(gradcam), "--out", str(refined)]))
-                student_stages(seed, ratio, f"+ GCDR T={T}", refined, (f"split {tag}", f"refine {tag} T={T}"),
-                               split, folder)
+                if T == ablation.main_T or ablation.sweep_students:
+                    student_stages(seed, ratio, f"+ GCDR T={T}", refined, (f"split {tag}", f"refine {tag} T={T}"),
+                                   split, folder)
             if ratio == ablation.sweep_ratio:
                 extra_stages(seed, ratio, tag, split, folder, gradcam)
         student_stages(seed, None, "full supervision", None, ("data-synth",), ["split.ratio=1.0",

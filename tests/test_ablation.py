@@ -29,6 +29,17 @@ def test_the_grid_seeds_ratios_sources_and_the_T_sweep_at_one_ratio():
     assert {s for s in other if "GCDR" in s} == {f"+ GCDR T={ablation.main_T}"}
 
 
+def test_without_sweep_students_every_T_is_refined_and_scored_but_students_read_only_main_T():
+    result, ablation = plan("ablation.sweep_students=false", "ablation.extra_sources=[]")
+    sweep = {run.source for run in result.runs if run.ratio == ablation.sweep_ratio}
+    assert {s for s in sweep if "GCDR" in s} == {f"+ GCDR T={ablation.main_T}"}
+    refined = {T for (source, _, ratio) in result.pseudo_folders for T in ablation.ts
+               if ratio == ablation.sweep_ratio and source == f"GCDR T={T}"}
+    assert refined == set(ablation.ts)
+    names = {stage.name for stage in result.stages}
+    assert all(f"refine seed0 r{ablation.sweep_ratio} T={T}" in names for T in ablation.ts)
+
+
 def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_pseudo_labels():
     result, _ = plan()
     position = {stage.name: i for i, stage in enumerate(result.stages)}

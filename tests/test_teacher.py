@@ -174,6 +174,27 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
         GazeDiffusionTeacher.from_pretrained(tmp_path / "nothing")
 
 
+def test_a_smaller_encoder_input_round_trips_and_old_configs_read_as_224(tmp_path):
+    import dataclasses
+    import json
+
+    model = GazeDiffusionTeacher(dataclasses.replace(TINY, input_size=128)).eval()
+    scene, head, face = person_inputs(2)
+    assert [c.shape[-1] for c in model.encode(scene, head, face)] == [64, 32, 16, 8]
+    assert model.feat_extractor.grid == 4  # a 4x4 feature grid instead of VAT's 7x7
+    model.save_pretrained(tmp_path / "small")
+    loaded = GazeDiffusionTeacher.from_pretrained(tmp_path / "small").eval()
+    assert loaded.config.input_size == 128
+    with torch.no_grad():
+        assert torch.equal(model.encode(scene, head, face)[0], loaded.encode(scene, head, face)[0])
+    tiny_teacher().save_pretrained(tmp_path / "old")
+    config_file = tmp_path / "old" / "config.json"
+    saved = json.loads(config_file.read_text())
+    del saved["input_size"]  # a teacher saved before the setting existed
+    config_file.write_text(json.dumps(saved))
+    assert GazeDiffusionTeacher.from_pretrained(tmp_path / "old").config.input_size == 224
+
+
 # ------------------------------------------------------------------------------------- noise maths
 def test_schedule_is_gcdr_linear_betas_with_x0_prediction():
     train, ddim = make_train_scheduler(TINY), make_ddim_scheduler(TINY)
