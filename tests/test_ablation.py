@@ -132,7 +132,7 @@ def test_the_claims_table_checks_the_precondition_and_the_share_of_the_gap_gcdr_
 
 def test_the_draws_source_refines_once_with_kept_draws_and_trains_one_student_per_way_of_reading_them():
     result, _ = plan("ablation.extra_sources=[GCDR draws]", "ablation.seeds=[0]", "ablation.ratios=[0.1]",
-                     "ablation.draws=3")
+                     "ablation.draws=3", "ablation.main_T=250")
     refine = next(s for s in result.stages if s.name == "refine seed0 r0.1 T=250 draws")
     assert {"refine.samples=3", "refine.keep_draws=true", "refine.T=250"} <= set(refine.overrides)
     runs = [r for r in result.runs if "draws" in r.source]

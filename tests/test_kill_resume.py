@@ -277,7 +277,8 @@ def test_refine_killed_and_rerun_gives_the_same_bytes(refine):
 # ------------------------------------------------------------------------------------------------ train_teacher
 TINY_TEACHER = ["teacher.encoder_width=4", "teacher.unet_channels=4", "teacher.channel_mult=[1,1,1]",
                 "teacher.layers_per_block=1", "teacher.attention_levels=[]", "teacher.attention_head_dim=4",
-                "teacher.norm_groups=2", "teacher.batch_size=4", "teacher.epochs=3", "teacher.val_split='none'",
+                "teacher.norm_groups=2", "teacher.batch_size=4", "teacher.epochs=3", "teacher.train_steps=null",
+                "teacher.val_split='none'",
                 "teacher.lr=0.001", "teacher.cpu_threads=1"]
 
 

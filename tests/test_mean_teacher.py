@@ -22,7 +22,7 @@ HEAD_BOX = (60.0, 40.0, 100.0, 90.0)
 GAZE = (0.7, 0.6)
 LABEL_KEYS = ("index", "target_heatmap_64", "has_target", "prior_heatmap_64", "prior_valid", "inout",
               "is_labeled", "gaze_points_norm", "num_gaze_points", "image_size_wh")
-TINY = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "attention_head_dim": 8,
+TINY = {"encoder_width": 8, "unet_channels": 8, "channel_mult": [1, 2, 2, 2], "attention_head_dim": 8, "train_steps": None,
         "norm_groups": 4, "attention_levels": [3], "batch_size": 4, "labeled_batch_size": 2, "epochs": 1,
         "lr": 1e-3, "mean_teacher": True, "teacher_steps": 2, "val_split": "none"}
 

@@ -203,7 +203,7 @@ def test_refine_stage_writes_resumes_and_keeps_invalid_rows(synth_cfg):
     assert folder.get(valid_ids[0]).answer == "cup"
     assert len(list((out / "previews").glob("*.png"))) == 2
     request = json.loads((out / "provenance.json").read_text())["request"]
-    assert request["T"] == 250 and request["steps"] == 2 and request["source"].endswith("gradcam")
+    assert request["T"] == cfg["refine"]["T"] and request["steps"] == 2 and request["source"].endswith("gradcam")
     assert len(request["teacher_sha256"]) == 64
 
     files = written(out)
@@ -405,16 +405,17 @@ def test_refine_with_another_t_is_refused_in_one_line_and_restart_replaces(synth
     refine_run(with_refine(cfg, T=100), root / "gradcam", out)
     files = written(out)
     with pytest.raises(StageOutputError) as error:
-        refine_run(cfg, root / "gradcam", out)  # T = 250
+        refine_run(cfg, root / "gradcam", out)  # the config's T
     message = assert_one_line_naming(error, out)
-    assert "T: 100 -> 250" in message and "--restart" in message
+    T = cfg["refine"]["T"]
+    assert T != 100 and f"T: 100 -> {T}" in message and "--restart" in message
     assert written(out) == files
 
     summary = refine_run(cfg, root / "gradcam", out, restart=True)
     assert summary["persons"] == len(unlabeled)
     request = json.loads((out / "request.json").read_text())["request"]
-    assert request["T"] == 250
-    assert json.loads((out / "provenance.json").read_text())["request"]["T"] == 250
+    assert request["T"] == T
+    assert json.loads((out / "provenance.json").read_text())["request"]["T"] == T
 
 
 def test_refine_refuses_a_folder_it_did_not_write(synth_cfg):

@@ -388,10 +388,12 @@ def _train(cfg: RunConfig, teacher: TeacherConfig, output: StageOutput, accelera
                    validation_persons=len(val_ds) if val_ds is not None else 0)
     output.start(**details)
     if accelerator.is_main_process:
-        log.info("teacher %s: %s parameters; %d labeled%s persons; %d epochs from %d -> %s", teacher.encoder,
-                 f"{counts['total']:,}", n_labeled,
+        budget = (f"teacher.train_steps={teacher.train_steps} (teacher.epochs unused)" if teacher.train_steps
+                  else "teacher.epochs")
+        log.info("teacher %s: %s parameters; %d labeled%s persons; %d epochs from %d (budget: %s) -> %s",
+                 teacher.encoder, f"{counts['total']:,}", n_labeled,
                  f" + {len(unlabeled)} unlabeled (mean teacher)" if ema is not None else "", epochs,
-                 start_epoch, out_dir)
+                 start_epoch, budget, out_dir)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     if ema is not None:
