@@ -506,6 +506,18 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
 
 # ------------------------------------------------------------------------------------------------ the run
 
+def teacher_alone_note(cfg: dict[str, Any], ablation: AblationConfig) -> str:
+    """A line for the report when a T of the sweep starts from pure noise (the Grad-CAM prior unused)."""
+    from gcdr.teacher.config import TeacherConfig
+
+    steps = section(cfg, "teacher", TeacherConfig).num_train_timesteps
+    alone = [T for T in ablation.ts if T >= steps]
+    if not alone:
+        return ""
+    return (f"GCDR T={alone[0]} starts from pure noise ({steps} noise steps): the teacher alone, the Grad-CAM prior "
+            "unused; the control for what the VQA's map adds.\n\n")
+
+
 def run_ablation(config: str, overrides: list[str], report: str = "ablation", jobs: int = 2,
                  report_only: bool = False) -> str:
     """Run (or resume) every stage of the ablation of ``config`` + ``overrides`` and write the report into
@@ -527,6 +539,7 @@ def run_ablation(config: str, overrides: list[str], report: str = "ablation", jo
     quality.to_csv(out / "quality.csv", index=False)
     shared = (f"Labeled only and full supervision: the runs of {ablation.baselines_root}, shared with this arm "
               "(read, not run here).\n\n" if ablation.baselines_root and not ablation.baselines else "")
+    shared += teacher_alone_note(cfg, ablation)
     text = (f"# GCDR {report} on {cfg.get('name')}\n\n" + shared + summary_markdown(students, quality, ablation) + "\n"
             + claims_markdown(students, quality, ablation))
     write_text_atomic(out / "results.md", text)

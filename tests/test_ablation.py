@@ -40,6 +40,15 @@ def test_without_sweep_students_every_T_is_refined_and_scored_but_students_read_
     assert all(f"refine seed0 r{ablation.sweep_ratio} T={T}" in names for T in ablation.ts)
 
 
+def test_a_sweep_T_from_pure_noise_is_named_the_teacher_alone_in_the_report():
+    from gcdr_tools.ablation import teacher_alone_note
+
+    cfg = load_config("configs/synthgaze.yaml", ["out_root=/tmp/gcdr-plan", "ablation.ts=[250,400,500]"])
+    assert "GCDR T=500 starts from pure noise" in teacher_alone_note(cfg, section(cfg, "ablation", AblationConfig))
+    cfg = load_config("configs/synthgaze.yaml", ["out_root=/tmp/gcdr-plan", "ablation.ts=[250,400]"])
+    assert teacher_alone_note(cfg, section(cfg, "ablation", AblationConfig)) == ""
+
+
 def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_pseudo_labels():
     result, _ = plan()
     position = {stage.name: i for i, stage in enumerate(result.stages)}
