@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gcdr.encoders import VAT_INPUT_SIZE
 from gcdr.teacher.model import TeacherModelConfig
 
 
@@ -36,7 +37,7 @@ class TeacherConfig:
     # (0.19 + 0.28 GFLOP per person for encoder + one U-Net call, 0.9 M parameters).
     encoder: str = "resnet18"              # resnet50 = official VAT encoder; resnet18 = small stand-in
     encoder_width: int | None = 8          # resnet18 pathway width (None = VATEncoder's 32); null for resnet50
-    input_size: int = 224                  # encoder input in pixels (VAT 224; 128 = a 3x cheaper CPU encoder)
+    input_size: int = VAT_INPUT_SIZE       # encoder input in pixels (VAT 224; 128 = a 3x cheaper CPU encoder)
     init_weights: str | None = None        # VAT state dict for the encoder (name + shape matching)
     unet_channels: int = 8                 # U-Net base width (official 64)
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # official [1, 2, 3, 4]
