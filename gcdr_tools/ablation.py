@@ -477,6 +477,7 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
         table = students[students["student"] == student] if len(students) else students
         for col, (metric, label) in enumerate(metrics):
             ax = axes[row][col]
+            top = 0.0  # the highest error bar, so that no bar's value is cut off by the axis
             for k, source in enumerate(sources):
                 means, sds = [], []
                 for ratio in ratios:
@@ -487,6 +488,7 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
                     sds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
                 x = np.arange(len(ratios)) + (k - (len(sources) - 1) / 2) * width
                 bars = ax.bar(x, means, width, yerr=sds, capsize=2, label=source)
+                top = max([top] + [m + s for m, s in zip(means, sds) if m == m])
                 for bar, mean, sd in zip(bars, means, sds):
                     if mean == mean:  # the value above its error bar
                         ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, mean + sd), fontsize=6,
@@ -494,8 +496,8 @@ def plot_ablation(path: Path, students, ablation: AblationConfig) -> None:
             ax.set_xticks(np.arange(len(ratios)), [f"{r:g} labels" for r in ratios])
             ax.set_ylabel(label)
             ax.set_title(f"{student}: {label}, mean +- sd over seeds")
-            top = max((b.get_height() for b in ax.patches if b.get_height() == b.get_height()), default=1.0)
-            ax.set_ylim(0.5 if metric == "auc" else 0.0, 1.08 if metric == "auc" else top * 1.2)
+            floor, top = (0.5, max(top, 1.0)) if metric == "auc" else (0.0, top or 1.0)
+            ax.set_ylim(floor, top + 0.15 * (top - floor))  # room for the values written above the bars
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(sources), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

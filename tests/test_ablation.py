@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from gcdr.config import load_config, section
-from gcdr_tools.ablation import AblationConfig, claims_markdown, plan_ablation, summary_markdown
+from gcdr_tools.ablation import AblationConfig, claims_markdown, plan_ablation, plot_ablation, summary_markdown
 
 
 def plan(*overrides):
@@ -84,6 +84,23 @@ def test_summary_reports_mean_and_sd_over_seeds():
     text = summary_markdown(students, pd.DataFrame(), ablation)
     assert "| labeled only | 0.300 +- 0.141 (n=2) |" in text
     assert "| labeled only | 0.850 +- 0.071 (n=2) |" in text
+
+
+def test_the_figure_leaves_room_above_the_highest_error_bar(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    ablation = AblationConfig(seeds=[0, 1], ratios=[0.1], students=["gazelle"], ts=[400], main_T=400,
+                              extra_sources=[])
+    rows = [("labeled only", 0.30, 0.31), ("+ GCDR T=400", 0.33, 0.47)]  # the second: a wide error bar
+    students = pd.DataFrame([{"student": "gazelle", "seed": seed, "ratio": 0.1, "source": source, "auc": 0.8,
+                              "avg_l2": l2} for source, *l2s in rows for seed, l2 in enumerate(l2s)])
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_ablation(tmp_path / "results.png", students, ablation)
+    assert (tmp_path / "results.png").is_file()
+    l2_axis = figures[0].axes[0]
+    highest = 0.40 + pd.Series([0.33, 0.47]).std()  # mean + sd of the GCDR bar
+    assert l2_axis.get_ylim()[1] > highest * 1.1
 
 
 def test_a_second_arm_shares_teachers_and_skips_the_runs_without_pseudo_labels():
