@@ -38,6 +38,20 @@ def samples_fingerprint(samples: Iterable) -> str:
     return digest.hexdigest()
 
 
+def scored_persons_fingerprint(samples: Iterable) -> str:
+    """sha256 over the persons a model is scored on: id, head box, in/out flag and gaze points.
+
+    Unlike :func:`samples_fingerprint` it reads the gaze points (what the metrics compare with) and not the
+    absolute image path (the id already names the image within the dataset), so a moved dataset keeps it.
+    """
+    digest = hashlib.sha256()
+    for sample in samples:
+        box = ",".join(repr(float(v)) for v in sample.head_box_xyxy_px)
+        points = ";".join(f"{float(x)!r},{float(y)!r}" for x, y in sample.gaze_points_norm)
+        digest.update(f"{sample.sample_id}\t{box}\t{sample.inout}\t{points}\n".encode())
+    return digest.hexdigest()
+
+
 def folder_sha256(folder: str | os.PathLike, pattern: str = "*") -> str:
     """sha256 over the relative names and contents of the files under ``folder`` matching ``pattern`` (sorted),
     e.g. a model directory of config.json + model.safetensors."""

@@ -16,7 +16,7 @@ def plan(*overrides):
 
 
 def test_the_grid_seeds_ratios_sources_and_the_T_sweep_at_one_ratio():
-    result, ablation = plan()
+    result, ablation = plan("ablation.sweep_students=true", "ablation.extra_sources=[direct mapping, self-training]")
     seeds, ratios = ablation.seeds, ablation.ratios
     per_ratio = 3 + 1  # labeled only, raw, argmax + GCDR at main_T
     sweep_extra = len(ablation.ts) - 1 + len(ablation.extra_sources)  # other Ts, direct mapping, self-training
@@ -27,6 +27,18 @@ def test_the_grid_seeds_ratios_sources_and_the_T_sweep_at_one_ratio():
     assert {f"+ GCDR T={T}" for T in ablation.ts} | {"+ direct mapping", "+ self-training"} <= sweep
     other = {run.source for run in result.runs if run.ratio not in (None, ablation.sweep_ratio)}
     assert {s for s in other if "GCDR" in s} == {f"+ GCDR T={ablation.main_T}"}
+
+
+def test_the_default_grid_trains_students_on_main_T_and_self_training_only_at_the_sweep_ratio():
+    """The default keeps `make ablation` within 2 hours on 2 cores: no students on the other Ts, no direct mapping
+    (its 3 teachers); one more command adds them and reuses every finished run."""
+    result, ablation = plan()
+    assert not ablation.sweep_students and ablation.extra_sources == ["self-training"]
+    assert len(result.runs) == len(ablation.seeds) * (len(ablation.ratios) * 4 + 1 + 1) * len(ablation.students)
+    teachers = [stage for stage in result.stages if stage.module == "train_teacher"]
+    assert len(teachers) == len(ablation.seeds) * len(ablation.ratios)
+    wider, _ = plan("ablation.sweep_students=true", "ablation.extra_sources=[direct mapping, self-training]")
+    assert {run.out_dir for run in result.runs} < {run.out_dir for run in wider.runs}  # the same folders, reused
 
 
 def test_without_sweep_students_every_T_is_refined_and_scored_but_students_read_only_main_T():
@@ -49,8 +61,11 @@ def test_a_sweep_T_from_pure_noise_is_named_the_teacher_alone_in_the_report():
     assert teacher_alone_note(cfg, section(cfg, "ablation", AblationConfig)) == ""
 
 
-def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_pseudo_labels():
-    result, _ = plan()
+@pytest.mark.parametrize("overrides", [[], ["ablation.sweep_students=true",
+                                             "ablation.extra_sources=[direct mapping, self-training]"]],
+                         ids=["default", "every source"])
+def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_pseudo_labels(overrides):
+    result, _ = plan(*overrides)
     position = {stage.name: i for i, stage in enumerate(result.stages)}
     assert len(position) == len(result.stages)
     for stage in result.stages:
@@ -64,8 +79,9 @@ def test_every_stage_comes_after_what_it_waits_for_and_students_wait_for_their_p
             assert any(a.startswith("teacher") and a.endswith("direct") for a in stage.after)
         if stage.module == "refine" and "self-training" in stage.name:  # the labeled-only student teaches
             assert any(a.endswith("labeled only") for a in stage.after)
-    direct_teacher = next(s for s in result.stages if s.name == "teacher seed0 r0.1 direct")
-    assert "teacher.objective=direct" in direct_teacher.overrides and "gradcam train" in direct_teacher.after
+    if overrides:
+        direct_teacher = next(s for s in result.stages if s.name == "teacher seed0 r0.1 direct")
+        assert "teacher.objective=direct" in direct_teacher.overrides and "gradcam train" in direct_teacher.after
 
 
 def test_bad_grids_are_refused():

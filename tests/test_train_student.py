@@ -17,6 +17,7 @@ from gcdr.data.dataset import GazeDataset
 from gcdr.data.images import ImageReadError
 from gcdr.data.sample import PersonSample
 from gcdr.data.splits import make_split
+from gcdr.fingerprints import scored_persons_fingerprint
 from gcdr.heatmaps import gaussian_heatmap_64
 from gcdr.pseudolabels import (
     IncompleteFolderError,
@@ -299,6 +300,31 @@ def test_a_folder_of_another_request_is_refused_and_restart_replaces_it(synth, c
     main(args + ["--set", "student.lr=0.01", "--restart"])
     assert json.loads((out / "request.json").read_text())["request"]["student"]["lr"] == 0.01
     assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 1
+
+
+def test_a_finished_run_is_not_taken_as_finished_on_another_test_split(synth, tmp_path):
+    """The same training persons scored on other test persons (e.g. SynthGaze drawn with more test persons):
+    the finished folder is refused with one line naming test_persons, never reported with the old metrics."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(synth["base"][0].split("=", 1)[1]), data)
+    cfg = config(synth, *TINY_VAT, "student.epochs=1", f"dataset.root={data}", f"split.dir={data / 'splits'}")
+    out = tmp_path / "student"
+    first = train_student(cfg, None, out_dir=out)
+    assert train_student(cfg, None, out_dir=out) == first  # the same test persons: finished, left alone
+    recorded = json.loads((out / "request.json").read_text())["request"]["test_persons"]
+    assert recorded == scored_persons_fingerprint(load_samples(cfg, "test"))
+    test_file = data / "test_annotations_release_persondet.txt"
+    rows = test_file.read_text().splitlines(keepends=True)
+    test_file.write_text("".join(rows[:-3]))  # the last test person (3 annotator rows) is gone
+    with pytest.raises(StageOutputError) as error:
+        train_student(cfg, None, out_dir=out)
+    message = str(error.value)
+    assert "\n" not in message and "test_persons: " in message and "--restart" in message
+    train_student(cfg, None, out_dir=out, restart=True)
+    now = json.loads((out / "request.json").read_text())["request"]["test_persons"]
+    assert now == scored_persons_fingerprint(load_samples(cfg, "test")) != recorded
 
 
 class OneProcess:

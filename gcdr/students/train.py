@@ -48,6 +48,7 @@ from gcdr.config import RunConfig
 from gcdr.data import load_samples
 from gcdr.data.dataset import GazeDataset, enlarges_head_boxes
 from gcdr.errors import UserError
+from gcdr.fingerprints import scored_persons_fingerprint
 from gcdr.processes import cpu_processes
 from gcdr.pseudolabels import PseudoLabelFolder, check_final
 from gcdr.stage_output import StageOutput
@@ -95,14 +96,18 @@ def open_pseudo(cfg: dict[str, Any], pseudo: str | None) -> tuple[PseudoLabelFol
 
 
 def run_request(student: StudentConfig, cfg: dict[str, Any], pseudo: str | None,
-                pseudo_fingerprint: str | None = None, input_maps_fingerprints: list[str] | None = None
-                ) -> dict[str, Any]:
+                pseudo_fingerprint: str | None = None, input_maps_fingerprints: list[str] | None = None,
+                test_fingerprint: str | None = None) -> dict[str, Any]:
     """What defines a run (everything but the budget): the StageOutput request, also stored in last.pt as its
     ``fingerprint``. ``pseudo_fingerprint``: the pseudo-label folder's content fingerprint; absent without one.
-    ``input_maps_fingerprints``: those of the student's input-map folders (VAT-GC's Grad-CAM); absent without."""
+    ``input_maps_fingerprints``: those of the student's input-map folders (VAT-GC's Grad-CAM); absent without.
+    ``test_fingerprint``: the test persons it is scored on (gcdr.fingerprints.scored_persons_fingerprint), so a
+    finished run is not taken as finished on another test split (e.g. a SynthGaze drawn with more test persons)."""
     values = {k: v for k, v in dataclasses.asdict(student).items() if k not in BUDGET_FIELDS}
     run = {"student": values, "split": dict(cfg.get("split") or {}), "pseudo": str(pseudo or "none"),
            "dataset": dict(cfg.get("dataset") or {})}
+    if test_fingerprint is not None:
+        run["test_persons"] = test_fingerprint
     if pseudo:
         run["pseudo_fingerprint"] = pseudo_fingerprint
     if input_maps_fingerprints is not None:
@@ -192,7 +197,10 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
                         f"train it with PSEUDO=none (--pseudo none), got {pseudo}")
     folder, pseudo_fingerprint = open_pseudo(cfg, pseudo)  # refused unless final and complete
     check_pseudo_options(student, folder)  # per_pass / confidence without draws: refused before the claim
-    request = run_request(student, cfg, pseudo, pseudo_fingerprint, maps.fingerprints() if maps is not None else None)
+    test_fingerprint = (scored_persons_fingerprint(load_samples(cfg, "test"))
+                        if cfg.dataset.format in LABELED_DATASET_FORMATS else None)
+    request = run_request(student, cfg, pseudo, pseudo_fingerprint, maps.fingerprints() if maps is not None else None,
+                          test_fingerprint)
     # the main process claims the folder for all processes (lock, request, provenance)
     with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart, main_process=main) as output:
         finished = finished_result(output, student)
