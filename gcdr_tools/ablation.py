@@ -36,6 +36,9 @@ from gcdr.provenance import write_provenance
 log = logging.getLogger(__name__)
 SOURCES_FIXED = ("labeled only", "+ Grad-CAM (raw)", "+ argmax")
 EXTRA_SOURCES = ("direct mapping", "self-training", "VAT-GC teacher", "GCDR draws")
+# the same names with "_" for their spaces: Make's SET splits its value at spaces (SET="ablation.extra_sources=
+# [direct_mapping,self-training]")
+SOURCE_SPELLINGS = {name.replace(" ", "_"): name for name in EXTRA_SOURCES}
 # "GCDR draws": GCDR at main_T refined with ``draws`` noise draws kept per person (refine.keep_draws), read four
 # ways by students (row name -> student overrides; docs/method.md#k-draws-and-confidence)
 DRAW_ROWS = {
@@ -93,6 +96,7 @@ class AblationConfig:
     draws: int = 4
 
     def __post_init__(self) -> None:
+        self.extra_sources = [SOURCE_SPELLINGS.get(source, source) for source in self.extra_sources]
         unknown = sorted(set(self.extra_sources) - set(EXTRA_SOURCES))
         if unknown:
             raise ValueError(f"ablation.extra_sources: unknown {unknown}; known: {list(EXTRA_SOURCES)}")

@@ -37,7 +37,8 @@ def test_the_default_grid_trains_students_on_main_T_and_self_training_only_at_th
     assert len(result.runs) == len(ablation.seeds) * (len(ablation.ratios) * 4 + 1 + 1) * len(ablation.students)
     teachers = [stage for stage in result.stages if stage.module == "train_teacher"]
     assert len(teachers) == len(ablation.seeds) * len(ablation.ratios)
-    wider, _ = plan("ablation.sweep_students=true", "ablation.extra_sources=[direct mapping, self-training]")
+    wider, _ = plan("ablation.sweep_students=true", "ablation.extra_sources=[direct_mapping,self-training]")
+    assert "+ direct mapping" in {run.source for run in wider.runs}  # "_" for the space: what Make's SET can pass
     assert {run.out_dir for run in result.runs} < {run.out_dir for run in wider.runs}  # the same folders, reused
 
 
