@@ -31,11 +31,7 @@ def samples_fingerprint(samples: Iterable) -> str:
     Two requests with the same persons (the same dataset, split and filter) agree; any added, removed or
     re-boxed person changes it. Gaze points are left out on purpose: stage 1 and refine never read them.
     """
-    digest = hashlib.sha256()
-    for sample in samples:
-        box = ",".join(repr(float(v)) for v in sample.head_box_xyxy_px)
-        digest.update(f"{sample.sample_id}\t{sample.image_path}\t{box}\n".encode())
-    return digest.hexdigest()
+    return _lines_sha256(f"{sample.sample_id}\t{sample.image_path}\t{_box_text(sample)}" for sample in samples)
 
 
 def scored_persons_fingerprint(samples: Iterable) -> str:
@@ -44,11 +40,19 @@ def scored_persons_fingerprint(samples: Iterable) -> str:
     Unlike :func:`samples_fingerprint` it reads the gaze points (what the metrics compare with) and not the
     absolute image path (the id already names the image within the dataset), so a moved dataset keeps it.
     """
+    return _lines_sha256(f"{sample.sample_id}\t{_box_text(sample)}\t{sample.inout}\t"
+                         + ";".join(f"{float(x)!r},{float(y)!r}" for x, y in sample.gaze_points_norm)
+                         for sample in samples)
+
+
+def _box_text(sample) -> str:
+    return ",".join(repr(float(v)) for v in sample.head_box_xyxy_px)
+
+
+def _lines_sha256(lines: Iterable[str]) -> str:
     digest = hashlib.sha256()
-    for sample in samples:
-        box = ",".join(repr(float(v)) for v in sample.head_box_xyxy_px)
-        points = ";".join(f"{float(x)!r},{float(y)!r}" for x, y in sample.gaze_points_norm)
-        digest.update(f"{sample.sample_id}\t{box}\t{sample.inout}\t{points}\n".encode())
+    for line in lines:
+        digest.update(f"{line}\n".encode())
     return digest.hexdigest()
 
 

@@ -20,10 +20,10 @@ for r, name in (("r0.05", "labeled-only"), ("r0.1", "labeled-only"), ("full", "f
         student, _ = load_student(d / "model", backbone=configured_gazelle_backbone(cfg))
         ds = dataset_for_student(samples, student)
         hm, _ = predict_dataset(student, ds, 32, "cpu", progress=False)
-        samples = [ds.sample(i) for i in range(len(ds))]
+        scored = [ds.sample(i) for i in range(len(ds))]  # with their image sizes, read by the dataset
         out = {}
-        for part, sl in [("first200", slice(0, 200)), ("all", slice(0, len(samples)))]:
-            m = evaluate(hm[sl], samples[sl], dataset="gazefollow", protocol=student.protocol)
+        for part, sl in [("first200", slice(0, 200)), ("all", slice(0, len(scored)))]:
+            m = evaluate(hm[sl], scored[sl], dataset="gazefollow", protocol=student.protocol)
             out[part] = (m["avg_l2"], m["auc"])
         logged = json.loads((d / "metrics.json").read_text())["final"]
         print(r, s, out, "logged", round(logged["avg_l2"], 4), flush=True)

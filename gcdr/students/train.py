@@ -125,8 +125,10 @@ def training_set(cfg: dict[str, Any], folder: PseudoLabelFolder | None, student:
 
 
 def make_datasets(cfg: RunConfig, student: StudentConfig, train_set: TrainingSet, folder: PseudoLabelFolder | None,
-                  model: Student, accelerator: Accelerator, input_maps: Any | None = None) -> tuple[Any, Any]:
-    """Train and test datasets; with the feature cache (students whose backbone is frozen), their cached versions.
+                  model: Student, accelerator: Accelerator, test_samples: list, input_maps: Any | None = None
+                  ) -> tuple[Any, Any]:
+    """Train and test datasets (``test_samples``: the test split's persons); with the feature cache (students whose
+    backbone is frozen), their cached versions.
 
     A student that reads per-person input maps (Student.input_maps: VAT-GC's Grad-CAM) gets them in both
     datasets' prior slot (it trains without a pseudo-label folder, see :func:`train_student`); ``input_maps``:
@@ -134,7 +136,7 @@ def make_datasets(cfg: RunConfig, student: StudentConfig, train_set: TrainingSet
     common = dict(style=model.style, scene_size=model.input_size, on_error=cfg.dataset.on_error,
                   enlarge_head_box=enlarges_head_boxes(cfg))  # VAT-style boxes: GazeFollow only
     maps = input_maps if input_maps is not None else model.input_maps(student)
-    test_ds = GazeDataset(load_samples(cfg, "test"), train=False, labeled=True, pseudo=maps, **common)
+    test_ds = GazeDataset(test_samples, train=False, labeled=True, pseudo=maps, **common)
     use_cache = uses_feature_cache(student)
     train_ds = GazeDataset(train_set.samples, train=not use_cache, labeled=train_set.labeled,
                            pseudo=folder if maps is None else maps, seed=student.seed,
@@ -197,22 +199,24 @@ def train_student(cfg: dict[str, Any], pseudo: str | None = None, out_dir: str |
                         f"train it with PSEUDO=none (--pseudo none), got {pseudo}")
     folder, pseudo_fingerprint = open_pseudo(cfg, pseudo)  # refused unless final and complete
     check_pseudo_options(student, folder)  # per_pass / confidence without draws: refused before the claim
-    test_fingerprint = (scored_persons_fingerprint(load_samples(cfg, "test"))
-                        if cfg.dataset.format in LABELED_DATASET_FORMATS else None)
+    if cfg.dataset.format not in LABELED_DATASET_FORMATS:
+        raise NoTestLabelsError(f"dataset.format {cfg.dataset.format!r} has no test labels to train / evaluate a "
+                                "student")
+    test_samples = load_samples(cfg, "test")
     request = run_request(student, cfg, pseudo, pseudo_fingerprint, maps.fingerprints() if maps is not None else None,
-                          test_fingerprint)
+                          scored_persons_fingerprint(test_samples))
     # the main process claims the folder for all processes (lock, request, provenance)
     with StageOutput(out_dir, STAGE, request, config=cfg, restart=restart, main_process=main) as output:
         finished = finished_result(output, student)
         if finished is not None:
             log.info("%s: already finished (epoch %d); --restart to train again", out_dir, finished["final"]["epoch"])
             return finished
-        return _train(cfg, student, pseudo, folder, output, accelerator, request, restart, maps)
+        return _train(cfg, student, pseudo, folder, output, accelerator, request, restart, test_samples, maps)
 
 
 def _train(cfg: RunConfig, student: StudentConfig, pseudo: str | None, folder: PseudoLabelFolder | None,
            output: StageOutput, accelerator: Accelerator, request: dict[str, Any], restart: bool,
-           input_maps: Any | None = None) -> dict[str, Any]:
+           test_samples: list, input_maps: Any | None = None) -> dict[str, Any]:
     main = accelerator.is_main_process
     out_dir = output.folder
     last_path = out_dir / "last.pt"
@@ -231,7 +235,7 @@ def _train(cfg: RunConfig, student: StudentConfig, pseudo: str | None, folder: P
         log.info("init weights %s: %d loaded, %d missing, %d unexpected", student.init_weights, len(report.loaded),
                  len(report.missing), len(report.unexpected))
     train_set = training_set(cfg, folder, student)
-    train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, accelerator, input_maps)
+    train_ds, test_ds = make_datasets(cfg, student, train_set, folder, model, accelerator, test_samples, input_maps)
 
     loader_args = dict(num_workers=student.num_workers, pin_memory=accelerator.device.type == "cuda")
     own_train = model.own_batches(train_ds, student.batch_size, train=True, cfg=student)  # clip students
@@ -260,8 +264,6 @@ def _train(cfg: RunConfig, student: StudentConfig, pseudo: str | None, folder: P
     runner, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
 
     dataset_format = cfg.dataset.format
-    if dataset_format not in LABELED_DATASET_FORMATS:
-        raise NoTestLabelsError(f"dataset.format {dataset_format!r} has no test labels to train / evaluate a student")
     details = dict(model_config=config, pseudo=pseudo or "none", pseudo_provenance=folder.provenance if folder else None,
                    pseudo_fingerprint=request.get("pseudo_fingerprint"), training_set=train_set.counts,
                    student=dataclasses.asdict(student), processes=accelerator.num_processes,
