@@ -21,7 +21,7 @@ from pipelines.ablation import run_ablation
 
 # the extra baselines (direct mapping, self-training: a teacher and two students more), the teacher-alone control
 # (T = 500) and the students of the other Ts (their pseudo-labels are scored) stay in `make ablation`, to keep the
-# demo within 20 minutes on 2 cores (measured on a fresh clone, 2026-12-05: 15 min 55 s, install included; the
+# demo within 20 minutes on 2 cores (measured on a fresh clone, 2026-12-05: 16 min 18 s, install included; the
 # 720-step teacher is 9 of them)
 DEMO_OVERRIDES = ["ablation.seeds=[0]", "ablation.ratios=[0.1]", "ablation.sweep_ratio=0.1",
                   "ablation.extra_sources=[]", "ablation.sweep_students=false", "ablation.ts=[100,250,400]"]
