@@ -302,6 +302,20 @@ def test_a_folder_of_another_request_is_refused_and_restart_replaces_it(synth, c
     assert json.loads((out / "metrics.json").read_text())["final"]["epoch"] == 1
 
 
+def test_a_dataset_without_test_labels_is_refused_before_anything_is_written(synth, tmp_path):
+    """Own frames with head boxes (no gaze labels): one line, and no output folder claimed."""
+    from gcdr.students.train import NoTestLabelsError
+
+    heads = f"[{VAT_DEMO / 'person1.txt'},{VAT_DEMO / 'person2.txt'}]"
+    cfg = config(synth, *TINY_VAT, "dataset.format=headboxes", f"dataset.root={VAT_DEMO / 'frames'}",
+                 "dataset.images_dir=.", f"dataset.heads={heads}")
+    out = tmp_path / "student"
+    with pytest.raises(NoTestLabelsError, match="'headboxes' has no test labels") as error:
+        train_student(cfg, pseudo=None, out_dir=out)
+    assert "\n" not in str(error.value)
+    assert not out.exists()
+
+
 def test_a_finished_run_is_not_taken_as_finished_on_another_test_split(synth, tmp_path):
     """The same training persons scored on other test persons (e.g. SynthGaze drawn with more test persons):
     the finished folder is refused with one line naming test_persons, never reported with the old metrics."""
